@@ -272,7 +272,7 @@ var jobsTemplate = template.Must(template.New("jobs").Funcs(template.FuncMap{"on
     regex: '({{ .NodeExporter.AppRegex }});.*|;({{ .NodeExporter.AppRegex }})'
     action: keep
   - {source_labels: [__meta_kubernetes_pod_container_port_number], regex: '{{ .NodeExporter.Port }}', action: keep}
-  - {source_labels: [__meta_kubernetes_pod_phase], regex: Pending|Succeeded|Failed|Completed, action: drop}
+  - {source_labels: [__meta_kubernetes_pod_phase], regex: 'Pending|Succeeded|Failed|Completed', action: drop}
   - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
   - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
   - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
@@ -281,15 +281,15 @@ var jobsTemplate = template.Must(template.New("jobs").Funcs(template.FuncMap{"on
 - job_name: kubernetes-pods
   kubernetes_sd_configs: [{role: pod}]
   relabel_configs:
-  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], regex: "true", action: keep}
-  - {source_labels: [__meta_kubernetes_pod_phase], regex: Pending|Succeeded|Failed|Completed, action: drop}
-  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scheme], regex: (https?), target_label: __scheme__}
-  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], regex: (.+), target_label: __metrics_path__}
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], regex: 'true', action: keep}
+  - {source_labels: [__meta_kubernetes_pod_phase], regex: 'Pending|Succeeded|Failed|Completed', action: drop}
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scheme], regex: '(https?)', target_label: __scheme__}
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], regex: '(.+)', target_label: __metrics_path__}
   - source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
     regex: '(.+?)(?::\d+)?;(\d+)'
     replacement: $1:$2
     target_label: __address__
-  - {regex: __meta_kubernetes_pod_annotation_prometheus_io_param_(.+), replacement: __param_$1, action: labelmap}
+  - {regex: '__meta_kubernetes_pod_annotation_prometheus_io_param_(.+)', replacement: __param_$1, action: labelmap}
   - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
   - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
   - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
@@ -298,9 +298,9 @@ var jobsTemplate = template.Must(template.New("jobs").Funcs(template.FuncMap{"on
 - job_name: kubernetes-service-endpoints
   kubernetes_sd_configs: [{role: endpointslice}]
   relabel_configs:
-  - {source_labels: [__meta_kubernetes_service_annotation_prometheus_io_scrape], regex: "true", action: keep}
-  - {source_labels: [__meta_kubernetes_service_annotation_prometheus_io_scheme], regex: (https?), target_label: __scheme__}
-  - {source_labels: [__meta_kubernetes_service_annotation_prometheus_io_path], regex: (.+), target_label: __metrics_path__}
+  - {source_labels: [__meta_kubernetes_service_annotation_prometheus_io_scrape], regex: 'true', action: keep}
+  - {source_labels: [__meta_kubernetes_service_annotation_prometheus_io_scheme], regex: '(https?)', target_label: __scheme__}
+  - {source_labels: [__meta_kubernetes_service_annotation_prometheus_io_path], regex: '(.+)', target_label: __metrics_path__}
   - source_labels: [__address__, __meta_kubernetes_service_annotation_prometheus_io_port]
     regex: '(.+?)(?::\d+)?;(\d+)'
     replacement: $1:$2
@@ -316,15 +316,19 @@ var jobsTemplate = template.Must(template.New("jobs").Funcs(template.FuncMap{"on
   scrape_timeout: {{ .Probes.Timeout }}
   kubernetes_sd_configs: [{role: endpointslice}]
   relabel_configs:
-  - {source_labels: [__meta_kubernetes_service_annotation_panorama_io_probe], regex: "false", action: drop}
-  - {source_labels: [__meta_kubernetes_endpointslice_port_protocol], regex: UDP|SCTP, action: drop}
+  - {source_labels: [__meta_kubernetes_service_annotation_panorama_io_probe], regex: 'false', action: drop}
+  - {source_labels: [__meta_kubernetes_endpointslice_port_protocol], regex: 'UDP|SCTP', action: drop}
   - {target_label: __param_module, replacement: tcp}
   - source_labels: [__meta_kubernetes_endpointslice_port_app_protocol, __meta_kubernetes_endpointslice_port_name]
-    regex: '(?i)(https?|http2|kubernetes.io/h2c)(;.*)?|;(https?|http-.*|https-.*)'
+    regex: '(?i)(http|http2|kubernetes.io/h2c);.*|;(http|http-.*)'
     target_label: __param_module
     replacement: http
-  - {source_labels: [__meta_kubernetes_service_annotation_panorama_io_probe], regex: (tcp|http), target_label: __param_module}
-  - {source_labels: [__meta_kubernetes_service_annotation_panorama_io_probe_path], regex: (.+), target_label: __param_path}
+  - source_labels: [__meta_kubernetes_endpointslice_port_app_protocol, __meta_kubernetes_endpointslice_port_name]
+    regex: '(?i)https;.*|;(https|https-.*)'
+    target_label: __param_module
+    replacement: https
+  - {source_labels: [__meta_kubernetes_service_annotation_panorama_io_probe], regex: '(tcp|https?)', target_label: __param_module}
+  - {source_labels: [__meta_kubernetes_service_annotation_panorama_io_probe_path], regex: '(.+)', target_label: __param_path}
   - {source_labels: [__address__], target_label: __param_target}
   - {source_labels: [__address__], target_label: instance}
   - {target_label: __address__, replacement: "` + InternalTarget + `"}

@@ -426,7 +426,9 @@ func (c *Collector) newAPI(gatherer prometheus.Gatherer) *apiv1.API {
 		5e7, 10, 1048576,
 		false,
 		nil,
-		func() (apiv1.RuntimeInfo, error) { return apiv1.RuntimeInfo{StartTime: startTime, CWD: cwd(), StorageRetention: c.opts.Retention.String()}, nil },
+		func() (apiv1.RuntimeInfo, error) {
+			return apiv1.RuntimeInfo{StartTime: startTime, CWD: cwd(), StorageRetention: c.opts.Retention.String()}, nil
+		},
 		&apiv1.PrometheusVersion{Version: version.Version, Revision: version.Revision, Branch: version.Branch, BuildUser: version.BuildUser, BuildDate: version.BuildDate, GoVersion: version.GoVersion},
 		func() []notifications.Notification { return nil },
 		func() (<-chan notifications.Notification, func(), bool) { return nil, func() {}, false },

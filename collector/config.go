@@ -58,7 +58,7 @@ func Load(content []byte, logger *slog.Logger) (*Config, error) {
 	}
 	pcfg, err := config.Load(string(promPart), logger)
 	if err != nil {
-		return nil, err
+		return nil, withLine(promPart, err)
 	}
 	cluster := pcfg.GlobalConfig.ExternalLabels.Get(ClusterLabel)
 	if cluster == "" {

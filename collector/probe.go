@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// prober answers /probe?module=tcp|http&target=host:port[&path=/x], as the
+// prober answers /probe?module=tcp|http|https&target=host:port[&path=/x], as the
 // blackbox exporter does: the generated panorama-probes job scrapes it once
 // per service endpoint, so every probe is a target with its own health.
 type prober struct {
@@ -69,14 +69,14 @@ func (p *prober) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch module {
 	case "", "tcp":
 		ok = p.probeTCP(ctx, target)
-	case "http":
+	case "http", "https":
 		status := prometheus.NewGauge(prometheus.GaugeOpts{Name: "panorama_probe_http_status_code", Help: "HTTP status code of the probe's response, 0 when none came."})
 		reg.MustRegister(status)
 		var code int
-		ok, code = p.probeHTTP(ctx, target, q.Get("path"))
+		ok, code = p.probeHTTP(ctx, module, target, q.Get("path"))
 		status.Set(float64(code))
 	default:
-		http.Error(w, fmt.Sprintf("unknown probe module %q: use tcp or http", module), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("unknown probe module %q: use tcp, http or https", module), http.StatusBadRequest)
 		return
 	}
 	duration.Set(time.Since(start).Seconds())
@@ -98,11 +98,11 @@ func (p *prober) probeTCP(ctx context.Context, target string) bool {
 }
 
 // probeHTTP succeeds on a 2xx or 3xx answer.
-func (p *prober) probeHTTP(ctx context.Context, target, path string) (bool, int) {
+func (p *prober) probeHTTP(ctx context.Context, scheme, target, path string) (bool, int) {
 	if path == "" || path[0] != '/' {
 		path = "/" + path
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+target+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+target+path, nil)
 	if err != nil {
 		return false, 0
 	}
