@@ -13,6 +13,7 @@ import (
 	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/kubernetes"
 	"go.yaml.in/yaml/v2"
+	"k8s.io/client-go/rest"
 )
 
 // InternalTarget is the address the generated jobs use for what the
@@ -93,8 +94,12 @@ type NodeExporterAuto struct {
 
 // ProbeAuto configures the health probe of every service endpoint.
 type ProbeAuto struct {
+	// Timeout of one probe: 5s, or the scrape interval when shorter.
 	Timeout model.Duration `yaml:"timeout,omitempty"`
 }
+
+// defaultProbeTimeout is the probe timeout when none is set.
+const defaultProbeTimeout = model.Duration(5 * time.Second)
 
 // UnmarshalYAML fills defaults and validates.
 func (c *AutoConfig) UnmarshalYAML(unmarshal func(interface{}) error) error {
@@ -130,9 +135,6 @@ func (c *AutoConfig) UnmarshalYAML(unmarshal func(interface{}) error) error {
 	}
 	if _, err := regexp.Compile(c.NodeExporter.AppRegex); err != nil {
 		return fmt.Errorf("node_exporter.app_regex: %w", err)
-	}
-	if c.Probes.Timeout == 0 {
-		c.Probes.Timeout = model.Duration(5 * time.Second)
 	}
 	for i, ns := range c.Namespaces {
 		if ns == "" {
@@ -178,10 +180,6 @@ func (c *AutoConfig) InCluster() bool { return c.APIServer.URL == nil && c.KubeC
 // jobs obey exactly the rules of hand-written ones and show as such at
 // /api/v1/status/config.
 func (c *AutoConfig) ScrapeConfigs(global promconfig.GlobalConfig, existing []*promconfig.ScrapeConfig) ([]*promconfig.ScrapeConfig, error) {
-	var buf bytes.Buffer
-	if err := jobsTemplate.Execute(&buf, c); err != nil {
-		return nil, err
-	}
 	interval, timeout := global.ScrapeInterval, global.ScrapeTimeout
 	if c.ScrapeInterval != 0 {
 		interval = c.ScrapeInterval
@@ -191,6 +189,20 @@ func (c *AutoConfig) ScrapeConfigs(global promconfig.GlobalConfig, existing []*p
 	}
 	if c.ScrapeTimeout != 0 {
 		timeout = c.ScrapeTimeout
+	}
+	probeTimeout := c.Probes.Timeout
+	switch {
+	case probeTimeout == 0:
+		probeTimeout = min(defaultProbeTimeout, interval)
+	case probeTimeout > interval:
+		return nil, fmt.Errorf("probes.timeout %s is longer than the scrape interval %s", probeTimeout, interval)
+	}
+	var buf bytes.Buffer
+	if err := jobsTemplate.Execute(&buf, struct {
+		*AutoConfig
+		ProbeTimeout model.Duration
+	}{c, probeTimeout}); err != nil {
+		return nil, err
 	}
 	doc := fmt.Sprintf("global:\n  scrape_interval: %s\n  scrape_timeout: %s\n", interval, timeout)
 	if s := global.MetricNameValidationScheme; s.String() != "" {
@@ -205,7 +217,10 @@ func (c *AutoConfig) ScrapeConfigs(global promconfig.GlobalConfig, existing []*p
 	for _, sc := range existing {
 		taken[sc.JobName] = true
 	}
-	kubelet := c.kubeletHTTP()
+	kubelet, err := c.kubeletHTTP()
+	if err != nil {
+		return nil, err
+	}
 	for _, sc := range gen.ScrapeConfigs {
 		if taken[sc.JobName] {
 			return nil, fmt.Errorf("scrape_configs already has a job named %q; rename it or switch the generated one off under kubernetes_auto.jobs", sc.JobName)
@@ -229,9 +244,11 @@ func (c *AutoConfig) ScrapeConfigs(global promconfig.GlobalConfig, existing []*p
 	return gen.ScrapeConfigs, nil
 }
 
-func (c *AutoConfig) kubeletHTTP() config.HTTPClientConfig {
+// kubeletHTTP is how the kubelet jobs authenticate: as configured, or with
+// the same identity discovery uses.
+func (c *AutoConfig) kubeletHTTP() (config.HTTPClientConfig, error) {
 	if c.Kubelet.HTTPClientConfig != nil {
-		return *c.Kubelet.HTTPClientConfig
+		return *c.Kubelet.HTTPClientConfig, nil
 	}
 	h := config.DefaultHTTPClientConfig
 	switch {
@@ -240,8 +257,32 @@ func (c *AutoConfig) kubeletHTTP() config.HTTPClientConfig {
 		h.TLSConfig.CAFile = inClusterCAFile
 	case c.APIServer.URL != nil:
 		h = c.HTTPClientConfig
+	default:
+		rc, err := c.RESTConfig()
+		if err != nil {
+			return h, err
+		}
+		h = httpConfigFromREST(rc)
 	}
 	h.TLSConfig.InsecureSkipVerify = true
+	return h, nil
+}
+
+// httpConfigFromREST carries a kubeconfig's credentials over to Prometheus'
+// HTTP client settings.
+func httpConfigFromREST(rc *rest.Config) config.HTTPClientConfig {
+	h := config.DefaultHTTPClientConfig
+	switch {
+	case rc.BearerTokenFile != "":
+		h.Authorization = &config.Authorization{Type: "Bearer", CredentialsFile: rc.BearerTokenFile}
+	case rc.BearerToken != "":
+		h.Authorization = &config.Authorization{Type: "Bearer", Credentials: config.Secret(rc.BearerToken)}
+	case rc.Username != "":
+		h.BasicAuth = &config.BasicAuth{Username: rc.Username, Password: config.Secret(rc.Password)}
+	}
+	h.TLSConfig.CAFile, h.TLSConfig.CA = rc.CAFile, string(rc.CAData)
+	h.TLSConfig.CertFile, h.TLSConfig.Cert = rc.CertFile, string(rc.CertData)
+	h.TLSConfig.KeyFile, h.TLSConfig.Key = rc.KeyFile, config.Secret(rc.KeyData)
 	return h
 }
 
@@ -313,7 +354,7 @@ var jobsTemplate = template.Must(template.New("jobs").Funcs(template.FuncMap{"on
 {{- if on .Jobs.Probes }}
 - job_name: panorama-probes
   metrics_path: /probe
-  scrape_timeout: {{ .Probes.Timeout }}
+  scrape_timeout: {{ .ProbeTimeout }}
   kubernetes_sd_configs: [{role: endpointslice}]
   relabel_configs:
   - {source_labels: [__meta_kubernetes_service_annotation_panorama_io_probe], regex: 'false', action: drop}

@@ -68,27 +68,27 @@ type Collector struct {
 	mtx sync.RWMutex
 	cfg *Config
 
-	db            *tsdb.DB
-	dbStats       *tsdb.DBStats
-	remote        *remote.Storage
-	fanout        storage.Storage
-	queryable     *externalLabelsQueryable
-	engine        *promql.Engine
-	discovery     *discovery.Manager
-	scrape        *scrape.Manager
-	rules         *rules.Manager
-	api           *apiv1.API
-	store         *storeServer
-	topology      *kube.Topology
-	topologyReg   *prometheus.Registry
-	internal      net.Listener
-	grpcLis       net.Listener
-	internalSrv   *http.Server
-	ctx           context.Context
-	cancel        context.CancelFunc
-	readyOnce     sync.Once
-	readyCh       chan struct{}
-	applyingSince time.Time
+	db             *tsdb.DB
+	dbStats        *tsdb.DBStats
+	remote         *remote.Storage
+	fanout         storage.Storage
+	queryable      *externalLabelsQueryable
+	engine         *promql.Engine
+	discovery      *discovery.Manager
+	scrape         *scrape.Manager
+	rules          *rules.Manager
+	api            *apiv1.API
+	store          *storeServer
+	topology       *kube.Topology
+	topologyReg    *prometheus.Registry
+	internal       net.Listener
+	grpcLis        net.Listener
+	internalSrv    *http.Server
+	ctx            context.Context
+	cancel         context.CancelFunc
+	readyCh        chan struct{}
+	topologySynced prometheus.Gauge
+	applyingSince  time.Time
 }
 
 // New loads the configuration, opens the TSDB and builds every part; a bad
@@ -197,6 +197,11 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 		}
 		c.topology = kube.NewTopology(client, cfg.Cluster, cfg.Auto.Namespaces, logger.With("component", "topology"))
 		c.topologyReg.MustRegister(c.topology)
+		c.topologySynced = prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "panorama_topology_synced",
+			Help: "Whether the Kubernetes topology watch has synced (1) or is still waiting for the API server (0).",
+		})
+		reg.MustRegister(c.topologySynced)
 	}
 
 	c.store, err = newStoreServer(logger, c.db, cfg.Prometheus.GlobalConfig.ExternalLabels)
@@ -213,6 +218,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 	if err := c.applyConfig(cfg); err != nil {
 		return nil, err
 	}
+	close(c.readyCh)
 	ok = true
 	return c, nil
 }
@@ -301,9 +307,36 @@ func (c *Collector) Queryable() storage.SampleAndChunkQueryable { return c.query
 // Engine is the collector's PromQL engine.
 func (c *Collector) Engine() *promql.Engine { return c.engine }
 
-// Ready is closed when the collector has applied its configuration and, if
-// it watches Kubernetes, synced its topology.
+// Ready is closed when the collector has opened its storage and applied its
+// configuration, as Prometheus' readiness. The Kubernetes topology may sync
+// later (it needs the API server and its RBAC): until it has, only
+// /api/v1/topology answers 503, so a collector with wrong RBAC can still be
+// diagnosed through its own API.
 func (c *Collector) Ready() <-chan struct{} { return c.readyCh }
+
+// watchTopologySync logs when the topology has synced, and warns while it
+// has not, which is nearly always missing RBAC.
+func (c *Collector) watchTopologySync() {
+	start := time.Now()
+	warn := time.NewTicker(30 * time.Second)
+	defer warn.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+			if c.topology.HasSynced() {
+				c.topologySynced.Set(1)
+				c.logger.Info("Kubernetes topology synced", "after", time.Since(start).Round(time.Millisecond))
+				return
+			}
+		case <-warn.C:
+			c.logger.Warn("Kubernetes topology has not synced yet: check that the collector's RBAC allows list and watch of nodes, pods, services, endpointslices and replicasets (docs/collector.md)", "waiting", time.Since(start).Round(time.Second))
+		}
+	}
+}
 
 // Register adds the collector's long-running parts to a run group.
 func (c *Collector) Register(g *run.Group) {
@@ -331,25 +364,12 @@ func (c *Collector) Register(g *run.Group) {
 			return c.store.ServeListener(c.grpcLis)
 		}, func(error) { c.store.Stop() })
 	}
-	g.Add(func() error {
-		if c.topology != nil {
-			go func() {
-				if err := c.topology.Run(c.ctx); err != nil && c.ctx.Err() == nil {
-					c.logger.Error("Topology watch stopped", "err", err)
-				}
-			}()
-			for !c.topology.HasSynced() {
-				select {
-				case <-c.ctx.Done():
-					return nil
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-		}
-		c.readyOnce.Do(func() { close(c.readyCh) })
-		<-c.ctx.Done()
-		return nil
-	}, func(error) { c.cancel() })
+	if c.topology != nil {
+		g.Add(func() error {
+			return c.topology.Run(c.ctx)
+		}, func(error) { c.cancel() })
+		go c.watchTopologySync()
+	}
 	// Closing storage comes last: run's interrupts are called in order, so
 	// this one waits for the scrapers above to stop.
 	g.Add(func() error {

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 )
 
-func openTestDB(t *testing.T, series ...labels.Labels) *tsdb.DB {
+func openTestDB(t testing.TB, series ...labels.Labels) *tsdb.DB {
 	t.Helper()
 	db, err := tsdb.Open(t.TempDir(), nil, nil, tsdb.DefaultOptions(), nil)
 	if err != nil {

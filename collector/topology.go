@@ -55,6 +55,10 @@ func (c *Collector) serveTopology(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	if c.topology != nil && !c.topology.HasSynced() {
+		http.Error(w, "the Kubernetes topology has not synced yet; check the collector's RBAC and its log", http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(c.Topology())
 }
