@@ -62,10 +62,12 @@ func runCollector(logger *slog.Logger, web *server.Flags, opts collector.Options
 	c.Mount(srv.Handle)
 	srv.OnReload(c.Reload)
 
+	// Interrupts run in order: stop taking signals and requests first, then
+	// stop the collector, which closes its storage last.
 	var g run.Group
 	g.Add(srv.SignalActor())
-	c.Register(&g)
 	g.Add(srv.Run, srv.Shutdown)
+	c.Register(&g)
 	go func() {
 		<-c.Ready()
 		srv.SetReady(true)
