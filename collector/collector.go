@@ -116,6 +116,8 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 	}
 
 	c.remote = remote.NewStorage(logger.With("component", "remote"), reg, c.db.StartTime, opts.TSDBPath, opts.RemoteFlushDeadline, readyScrape{c}, false)
+	// Remote write follows the WAL as it is written, not on a 15 s poll.
+	c.db.SetWriteNotified(c.remote)
 	c.fanout = storage.NewFanout(logger, c.db, c.remote)
 	c.queryable = newExternalLabelsQueryable(c.db, cfg.Prometheus.GlobalConfig.ExternalLabels)
 

@@ -60,6 +60,16 @@ func TestLoadFileErrors(t *testing.T) {
 			want:    []string{`"kubernetes-pods"`, "kubernetes_auto.jobs"},
 		},
 		{
+			name:    "duplicate job names the second",
+			content: "global:\n  external_labels: {cluster: a}\nscrape_configs:\n  - job_name: node\n    static_configs: [{targets: ['a:1']}]\n  - job_name: node\n    static_configs: [{targets: ['b:1']}]\n",
+			want:    []string{"line 6", `"node"`},
+		},
+		{
+			name:    "bad relabel regex",
+			content: "global:\n  external_labels: {cluster: a}\nscrape_configs:\n  - job_name: node\n    relabel_configs:\n      - {source_labels: [x], regex: '(', action: keep}\n",
+			want:    []string{"line 6"},
+		},
+		{
 			name:    "not YAML",
 			content: "global: [\n",
 			want:    []string{"collector.yml", "line"},

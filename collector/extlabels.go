@@ -57,16 +57,59 @@ func (q *externalLabelsQuerier) Select(ctx context.Context, sortSeries bool, hin
 		inner = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
 	}
 	set := &attachingSeriesSet{inner: q.Querier.Select(ctx, false, hints, inner...), q: q, outer: outer}
-	if !sortSeries {
+	collide := q.mayCollide(ctx)
+	if !sortSeries && !collide {
 		return set
 	}
-	// Attaching labels can change the order of series, so sort after.
+	// Attaching labels can change the order of series, so sort after; and
+	// where some stored series carry an external label name themselves,
+	// two series may now share a label set: merge them, as Prometheus'
+	// fan-out storage merges identical series.
 	var out []storage.Series
 	for set.Next() {
 		out = append(out, set.At())
 	}
 	slices.SortFunc(out, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+	if collide {
+		out = mergeIdentical(out)
+	}
 	return &sliceSeriesSet{series: out, i: -1, err: set.Err(), warnings: set.Warnings()}
+}
+
+// mayCollide reports whether any stored series carries an external label
+// name itself; only then can attaching the external labels make two series
+// identical.
+func (q *externalLabelsQuerier) mayCollide(ctx context.Context) bool {
+	collide := false
+	q.ext.Range(func(l labels.Label) {
+		if collide {
+			return
+		}
+		vals, _, err := q.Querier.LabelValues(ctx, l.Name, nil)
+		collide = err != nil || len(vals) > 0
+	})
+	return collide
+}
+
+// mergeIdentical merges neighbouring series with equal labels in a sorted
+// slice.
+func mergeIdentical(sorted []storage.Series) []storage.Series {
+	out := sorted[:0]
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && labels.Equal(sorted[i].Labels(), sorted[j].Labels()) {
+			j++
+		}
+		if j-i == 1 {
+			out = append(out, sorted[i])
+		} else {
+			// Copy: out reuses sorted's array, and the merged series
+			// reads its parts lazily.
+			out = append(out, storage.ChainedSeriesMerge(slices.Clone(sorted[i:j])...))
+		}
+		i = j
+	}
+	return out
 }
 
 // attachingSeriesSet attaches the external labels to each series and drops

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 func openTestDB(t testing.TB, series ...labels.Labels) *tsdb.DB {
@@ -119,5 +120,40 @@ func TestExternalLabelsQueryable(t *testing.T) {
 	}
 	if want := []string{"__name__", "cluster", "job"}; !slices.Equal(names, want) {
 		t.Errorf("label names in west %v, want %v", names, want)
+	}
+}
+
+// A series stored without the cluster label and the same series stored with
+// the collector's own cluster value are one series once the label is
+// attached: they are merged, not served twice.
+func TestExternalLabelsMergeIdenticalSeries(t *testing.T) {
+	db := openTestDB(t,
+		labels.FromStrings("__name__", "x", "job", "a"),
+		labels.FromStrings("__name__", "x", "job", "a", "cluster", "east"),
+		labels.FromStrings("__name__", "x", "job", "b"),
+	)
+	q, err := newExternalLabelsQueryable(db, labels.FromStrings("cluster", "east")).Querier(0, 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for _, sorted := range []bool{true, false} {
+		got := selectAll(t, q, sorted, labels.MustNewMatcher(labels.MatchEqual, "__name__", "x"))
+		want := []string{`{__name__="x", cluster="east", job="a"}`, `{__name__="x", cluster="east", job="b"}`}
+		if !slices.Equal(got, want) {
+			t.Errorf("sorted=%v: got %v, want %v", sorted, got, want)
+		}
+	}
+	// The merged series reads both stored ones.
+	ss := q.Select(context.Background(), true, nil, labels.MustNewMatcher(labels.MatchEqual, "job", "a"))
+	for ss.Next() {
+		it := ss.At().Iterator(nil)
+		n := 0
+		for it.Next() != chunkenc.ValNone {
+			n++
+		}
+		if n != 1 {
+			t.Errorf("merged series has %d samples at one timestamp, want 1", n)
+		}
 	}
 }

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package e2e
+
+import "syscall"
+
+// sysProcAttr: without Pdeathsig, processes are stopped by t.Cleanup only.
+func sysProcAttr() *syscall.SysProcAttr { return nil }
