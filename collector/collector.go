@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grafana/regexp"
 	"github.com/oklog/run"
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,9 @@ type Options struct {
 	LookbackDelta       time.Duration
 	// RemoteWriteReceiver enables /api/v1/write.
 	RemoteWriteReceiver bool
+	// CORSOrigin is the regexp (anchored) of origins the API answers with
+	// CORS headers, Prometheus' --web.cors.origin; empty allows all.
+	CORSOrigin string
 	// RemoteFlushDeadline bounds how long shutdown waits for remote write.
 	RemoteFlushDeadline time.Duration
 }
@@ -215,7 +219,15 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 			return nil, fmt.Errorf("listen on --grpc-address=%s: %w", opts.GRPCAddress, err)
 		}
 	}
-	c.api = c.newAPI(gatherer)
+	origin := opts.CORSOrigin
+	if origin == "" {
+		origin = ".*"
+	}
+	cors, err := regexp.Compile("^(?s:" + origin + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("--web.cors.origin: %w", err)
+	}
+	c.api = c.newAPI(gatherer, cors)
 
 	if err := c.applyConfig(cfg); err != nil {
 		return nil, err
@@ -426,7 +438,7 @@ func (c *Collector) whenReady(f http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func (c *Collector) newAPI(gatherer prometheus.Gatherer) *apiv1.API {
+func (c *Collector) newAPI(gatherer prometheus.Gatherer, cors *regexp.Regexp) *apiv1.API {
 	listen := c.opts.ListenAddress
 	host, scheme := "", "http"
 	if c.opts.ExternalURL != nil {
@@ -447,7 +459,7 @@ func (c *Collector) newAPI(gatherer prometheus.Gatherer) *apiv1.API {
 		func(context.Context) apiv1.RulesRetriever { return c.rules },
 		5e7, 10, 1048576,
 		false,
-		nil,
+		cors,
 		func() (apiv1.RuntimeInfo, error) {
 			return apiv1.RuntimeInfo{StartTime: startTime, CWD: cwd(), StorageRetention: c.opts.Retention.String()}, nil
 		},

@@ -4,8 +4,8 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"time"
 
-	"github.com/go-kit/log"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/thanos-io/thanos/pkg/component"
@@ -14,6 +14,9 @@ import (
 	"github.com/thanos-io/thanos/pkg/store"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/panorama-obs/panorama/internal/server"
 
 	// Registers Thanos' gRPC codec for its gogo-protobuf messages.
 	_ "github.com/thanos-io/thanos/pkg/extgrpc"
@@ -29,7 +32,7 @@ type storeServer struct {
 }
 
 func newStoreServer(logger *slog.Logger, db *tsdb.DB, ext labels.Labels) (*storeServer, error) {
-	gl := log.NewLogfmtLogger(log.NewSyncWriter(slogWriter{logger}))
+	gl := server.GoKitLogger(logger.With("component", "storeapi"))
 	tsdbStore := store.NewTSDBStore(gl, db, component.Sidecar, ext)
 	infoSrv := info.NewInfoServer(component.Sidecar.String(),
 		info.WithLabelSetFunc(func() []labelpb.ZLabelSet { return tsdbStore.LabelSet() }),
@@ -44,7 +47,10 @@ func newStoreServer(logger *slog.Logger, db *tsdb.DB, ext labels.Labels) (*store
 			}, nil
 		}),
 	)
-	srv := grpc.NewServer(grpc.MaxSendMsgSize(math.MaxInt32), grpc.MaxRecvMsgSize(math.MaxInt32))
+	srv := grpc.NewServer(grpc.MaxSendMsgSize(math.MaxInt32), grpc.MaxRecvMsgSize(math.MaxInt32),
+		// Thanos clients ping idle streams every 10 s; grpc-go's default
+		// policy would answer that with GOAWAY.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	store.RegisterStoreServer(tsdbStore, gl)(srv)
 	info.RegisterInfoServer(infoSrv)(srv)
 	return &storeServer{logger: logger, srv: srv}, nil
@@ -59,11 +65,3 @@ func (s *storeServer) ServeListener(l net.Listener) error {
 
 // Stop stops serving.
 func (s *storeServer) Stop() { s.srv.Stop() }
-
-// slogWriter lets Thanos' go-kit logging end in the collector's slog.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug(string(p), "component", "storeapi")
-	return len(p), nil
-}

@@ -27,6 +27,7 @@ func registerCollector(app *kingpin.Application, roles map[string]setupFunc) {
 	cmd.Flag("storage.tsdb.path", "Directory of the TSDB and its WAL.").Default("data/").StringVar(&opts.TSDBPath)
 	cmd.Flag("storage.tsdb.retention.time", "How long to keep samples.").Default("15d").SetValue(&retention)
 	cmd.Flag("web.external-url", "URL under which the collector is reached from outside (for links).").StringVar(&externalURL)
+	cmd.Flag("web.cors.origin", `Regexp of origins the API answers with CORS headers, anchored; ".*" allows all.`).Default(".*").StringVar(&opts.CORSOrigin)
 	cmd.Flag("web.enable-remote-write-receiver", "Accept Prometheus remote write at /api/v1/write.").Default("true").BoolVar(&opts.RemoteWriteReceiver)
 	cmd.Flag("query.max-samples", "Most samples a single query may load into memory.").Default("50000000").IntVar(&opts.QueryMaxSamples)
 	cmd.Flag("query.timeout", "Longest a query may run.").Default("2m").DurationVar(&opts.QueryTimeout)

@@ -226,3 +226,23 @@ scrape_configs: [
 		})
 	}
 }
+
+// A browser's request carries an Origin header; the API answers it with
+// Prometheus' CORS headers (it once dropped the connection instead).
+func TestCollectorAnswersCORS(t *testing.T) {
+	t.Parallel()
+	col := StartCollector(t, "global:\n  external_labels: {cluster: c}\nscrape_configs: []\n", CollectorOptions{})
+	req, err := http.NewRequest(http.MethodGet, col.URL+"/api/v1/query?query=1%2B1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Origin", "http://grafana.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") == "" {
+		t.Fatalf("status %d, Access-Control-Allow-Origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
