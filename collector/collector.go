@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -289,6 +290,10 @@ func (c *Collector) applyConfig(cfg *Config) error {
 	}
 	if err := c.rules.Update(time.Duration(pcfg.GlobalConfig.EvaluationInterval), files, pcfg.GlobalConfig.ExternalLabels, c.externalURL(), nil); err != nil {
 		return fmt.Errorf("apply rule_files: %v", err)
+	}
+	// As Prometheus: runtime.gogc, 75 unless the file says otherwise.
+	if old := debug.SetGCPercent(pcfg.Runtime.GoGC); old != pcfg.Runtime.GoGC {
+		c.logger.Info("Updated GOGC", "old", old, "new", pcfg.Runtime.GoGC)
 	}
 	c.mtx.Lock()
 	c.cfg = cfg

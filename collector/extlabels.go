@@ -16,11 +16,14 @@ import (
 // label of the same name.
 type externalLabelsQueryable struct {
 	storage.SampleAndChunkQueryable
-	ext labels.Labels
+	ext     labels.Labels
+	extList []labels.Label
 }
 
 func newExternalLabelsQueryable(q storage.SampleAndChunkQueryable, ext labels.Labels) *externalLabelsQueryable {
-	return &externalLabelsQueryable{SampleAndChunkQueryable: q, ext: ext}
+	var list []labels.Label
+	ext.Range(func(l labels.Label) { list = append(list, l) })
+	return &externalLabelsQueryable{SampleAndChunkQueryable: q, ext: ext, extList: list}
 }
 
 func (q *externalLabelsQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
@@ -28,12 +31,13 @@ func (q *externalLabelsQueryable) Querier(mint, maxt int64) (storage.Querier, er
 	if err != nil {
 		return nil, err
 	}
-	return &externalLabelsQuerier{Querier: inner, ext: q.ext}, nil
+	return &externalLabelsQuerier{Querier: inner, ext: q.ext, extList: q.extList}, nil
 }
 
 type externalLabelsQuerier struct {
 	storage.Querier
-	ext labels.Labels
+	ext     labels.Labels
+	extList []labels.Label // ext, sorted by name
 }
 
 // split separates the matchers on external label names, which are checked
@@ -56,8 +60,18 @@ func (q *externalLabelsQuerier) Select(ctx context.Context, sortSeries bool, hin
 		// selects everything, which the outer matchers then narrow.
 		inner = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
 	}
-	set := &attachingSeriesSet{inner: q.Querier.Select(ctx, false, hints, inner...), q: q, outer: outer}
 	collide := q.mayCollide(ctx)
+	if !collide {
+		// No stored series carries an external label name: the matchers
+		// on them are decided once, against the external values.
+		for _, m := range outer {
+			if !m.Matches(q.ext.Get(m.Name)) {
+				return storage.EmptySeriesSet()
+			}
+		}
+		outer = nil
+	}
+	set := &attachingSeriesSet{inner: q.Querier.Select(ctx, false, hints, inner...), q: q, outer: outer}
 	if !sortSeries && !collide {
 		return set
 	}
@@ -119,12 +133,13 @@ type attachingSeriesSet struct {
 	q     *externalLabelsQuerier
 	outer []*labels.Matcher
 	cur   storage.Series
+	b     labels.ScratchBuilder
 }
 
 func (s *attachingSeriesSet) Next() bool {
 	for s.inner.Next() {
 		series := s.inner.At()
-		lset := s.q.attach(series.Labels())
+		lset := s.q.attach(&s.b, series.Labels())
 		if matchesAll(s.outer, lset) {
 			s.cur = &relabeledSeries{Series: series, lset: lset}
 			return true
@@ -136,13 +151,34 @@ func (s *attachingSeriesSet) At() storage.Series                { return s.cur }
 func (s *attachingSeriesSet) Err() error                        { return s.inner.Err() }
 func (s *attachingSeriesSet) Warnings() annotations.Annotations { return s.inner.Warnings() }
 
-func (q *externalLabelsQuerier) attach(lset labels.Labels) labels.Labels {
-	b := labels.NewBuilder(lset)
-	q.ext.Range(func(l labels.Label) {
-		if !lset.Has(l.Name) {
-			b.Set(l.Name, l.Value)
+// attach merges the external labels into a series' sorted labels in one
+// pass, with one allocation; a series' own label wins.
+func (q *externalLabelsQuerier) attach(b *labels.ScratchBuilder, lset labels.Labels) labels.Labels {
+	missing := false
+	for _, e := range q.extList {
+		if !lset.Has(e.Name) {
+			missing = true
+			break
 		}
+	}
+	if !missing {
+		return lset
+	}
+	b.Reset()
+	ext := q.extList
+	lset.Range(func(l labels.Label) {
+		for len(ext) > 0 && ext[0].Name < l.Name {
+			b.Add(ext[0].Name, ext[0].Value)
+			ext = ext[1:]
+		}
+		if len(ext) > 0 && ext[0].Name == l.Name {
+			ext = ext[1:]
+		}
+		b.Add(l.Name, l.Value)
 	})
+	for _, e := range ext {
+		b.Add(e.Name, e.Value)
+	}
 	return b.Labels()
 }
 

@@ -1,0 +1,21 @@
+// Package bench compares the collector with the reference Prometheus (and,
+// for ingestion, Debian's VictoriaMetrics) on the same synthetic targets.
+//
+// The figures live only here, in benchmarks run by `make bench`; unit tests
+// carry no timing thresholds. See docs/benchmarks.md for what is measured,
+// how, and the last results.
+//
+// Settings (environment variables, all optional):
+//
+//	PANORAMA_BENCH_TARGETS         ingest: targets, 1,000 series each (100)
+//	PANORAMA_BENCH_INTERVAL        ingest: scrape interval (5s)
+//	PANORAMA_BENCH_WARMUP          ingest: time after every server holds all series, before measuring (30s)
+//	PANORAMA_BENCH_WINDOW          ingest: measured window (2m)
+//	PANORAMA_BENCH_QUERY_TARGETS   query: targets of 1,000 series loaded by remote write (200)
+//	PANORAMA_BENCH_QUERY_ROUNDS    query: measured rounds, each query once against each server (25)
+//	PANORAMA_BENCH_BINARY          a panorama binary to use instead of building ./cmd/panorama
+//	PANORAMA_BENCH_COLLECTOR_ENV   extra environment of the collector process, e.g. GOGC=75
+//	PANORAMA_PROMETHEUS            reference Prometheus binary (<repo>/.cache/bin/prometheus)
+//	PANORAMA_VICTORIAMETRICS       VictoriaMetrics binary (victoria-metrics in $PATH, else /usr/bin/victoria-metrics)
+//	PANORAMA_BENCH_KEEP            keep the working directory (data, logs, configuration) when set to 1
+package bench
