@@ -10,6 +10,7 @@ LDFLAGS   := -X github.com/prometheus/common/version.Version=$(VERSION) \
              -X github.com/prometheus/common/version.Branch=main \
              -X github.com/prometheus/common/version.BuildUser=make
 PROM_VERSION := 3.9.1
+THANOS_VERSION := 0.42.5
 KUBE_VERSION := v1.34.4
 # Debian packages the tests use as real peers.
 DEB_PACKAGES := prometheus prometheus-node-exporter prometheus-alertmanager etcd-server victoria-metrics
@@ -35,7 +36,7 @@ test: test-deps
 # Everything a test needs that is not Go source in this module: Debian's
 # peers, and binaries built from pinned modules under tools/ into .cache/bin
 # (only when missing).
-test-deps: deb-packages $(BIN)/prometheus $(BIN)/promtool $(BIN)/kube-apiserver
+test-deps: deb-packages $(BIN)/prometheus $(BIN)/promtool $(BIN)/kube-apiserver $(BIN)/thanos
 
 deb-packages:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -50,6 +51,14 @@ $(BIN)/prometheus $(BIN)/promtool:
 	cd tools/prometheus && GOFLAGS=-buildvcs=false $(GO) build -o $(BIN)/$(notdir $@) \
 		-ldflags '-X github.com/prometheus/common/version.Version=$(PROM_VERSION)' \
 		github.com/prometheus/prometheus/cmd/$(notdir $@)
+
+# Thanos' Querier, a real peer of the federator in both directions. Thanos
+# needs the slicelabels layout (and netgo for its DNS resolvers).
+$(BIN)/thanos:
+	@mkdir -p $(BIN)
+	cd tools/thanos && GOFLAGS=-buildvcs=false $(GO) build -tags netgo,slicelabels -o $(BIN)/thanos \
+		-ldflags '-X github.com/prometheus/common/version.Version=$(THANOS_VERSION)' \
+		github.com/thanos-io/thanos/cmd/thanos
 
 $(BIN)/kube-apiserver:
 	@mkdir -p $(BIN)

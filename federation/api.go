@@ -39,6 +39,7 @@ func (f *Federator) Mount(handle func(pattern string, h http.Handler)) {
 	f.api.Register(r)
 	handle("/api/v1/", http.StripPrefix("/api/v1", f.withRequestOptions(r)))
 	handle("/api/v1/stores", f.whenReady(f.serveStores))
+	handle("/api/v1/metadata", f.whenReady(f.serveMetadata))
 }
 
 func (f *Federator) newAPI(reg prometheus.Registerer, gatherer prometheus.Gatherer, cors *regexp.Regexp) *apiv1.API {

@@ -42,6 +42,7 @@ import (
 	"github.com/thanos-io/thanos/pkg/extprom"
 	"github.com/thanos-io/thanos/pkg/info"
 	"github.com/thanos-io/thanos/pkg/info/infopb"
+	"github.com/thanos-io/thanos/pkg/metadata"
 	"github.com/thanos-io/thanos/pkg/query"
 	"github.com/thanos-io/thanos/pkg/store"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
@@ -138,6 +139,8 @@ type Federator struct {
 	endpoints *endpointSet
 	proxy     *store.ProxyStore
 	store     *storeServer
+	metadata  *metadata.Proxy
+	cors      *regexp.Regexp
 	queryable *queryable
 	engine    *promql.Engine
 	api       *apiv1.API
@@ -173,6 +176,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*Federat
 	kl := server.GoKitLogger(logger.With("component", "proxy"))
 	f.proxy = store.NewProxyStore(kl, reg, f.endpoints.clients, component.Query, opts.ExternalLabels, opts.EndpointTimeout, store.EagerRetrieval)
 	f.store = &storeServer{proxy: f.proxy, ext: opts.ExternalLabels}
+	f.metadata = metadata.NewProxy(kl, f.endpoints.set.GetMetricMetadataClients)
 	f.queryable = &queryable{
 		create: query.NewQueryableCreator(kl, extprom.WrapRegistererWithPrefix("thanos_query_", reg), f.store,
 			opts.QueryMaxConcurrentSelects, opts.QueryTimeout, dedup.AlgorithmPenalty, 0),
@@ -199,6 +203,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*Federat
 	if err != nil {
 		return nil, fmt.Errorf("--web.cors.origin=%q: %w", opts.CORSOrigin, err)
 	}
+	f.cors = cors
 	f.api = f.newAPI(reg, gatherer, cors)
 
 	if opts.GRPCAddress != "" {
@@ -278,6 +283,7 @@ func (f *Federator) newGRPCServer(kl log.Logger) *grpc.Server {
 				TsdbInfos:                    f.proxy.TSDBInfos(),
 			}, nil
 		}),
+		info.WithMetricMetadataInfoFunc(func() *infopb.MetricMetadataInfo { return &infopb.MetricMetadataInfo{} }),
 	)
 	srv := grpc.NewServer(
 		grpc.MaxSendMsgSize(math.MaxInt32),
@@ -288,6 +294,7 @@ func (f *Federator) newGRPCServer(kl log.Logger) *grpc.Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	store.RegisterStoreServer(f.store, kl)(srv)
+	metadata.RegisterMetadataServer(f.metadata)(srv)
 	info.RegisterInfoServer(infoSrv)(srv)
 	return srv
 }

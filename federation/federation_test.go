@@ -612,3 +612,43 @@ func TestParseLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestCounterFunctionsReadRawSamples: rate, irate, increase and resets see
+// the samples as Prometheus does, counter resets included, with and
+// without dedup (a Thanos Querier hides the reset: thanos-io/thanos#3644).
+func TestCounterFunctionsReadRawSamples(t *testing.T) {
+	var s testSeries
+	s.lset = labels.FromStrings("__name__", "jobs_total", "job", "worker")
+	v := 0.0
+	for i := 0; i <= 40; i++ {
+		if i == 20 {
+			v = 0 // a restart
+		}
+		v += 1.1 + float64(i%7)*0.37
+		s.samples = append(s.samples, sample{ts(i), v})
+	}
+	data := []testSeries{s}
+	la := startLeaf(t, labels.FromStrings("cluster", "east", "replica", "a"), data)
+	lb := startLeaf(t, labels.FromStrings("cluster", "east", "replica", "b"), data)
+	ref := newReference(t, map[string][]testSeries{`cluster=east`: data})
+	opts := testOptions(la.addr, lb.addr)
+	opts.ReplicaLabels = []string{"replica"}
+	fed := startFederator(t, opts)
+	for _, q := range []string{`resets(jobs_total[10m])`, `rate(jobs_total[5m])`, `irate(jobs_total[1m])`, `increase(jobs_total[10m])`, `sum(rate(jobs_total[2m]))`} {
+		for _, params := range []url.Values{instant(q), rangeQ(q)} {
+			path := "/api/v1/query"
+			if params.Has("step") {
+				path = "/api/v1/query_range"
+			}
+			r := get(t, fed.url, path, params)
+			mustSucceed(t, q, r)
+			if got, want := normalized(r.Data), normalized(ref.data(t, params)); got != want {
+				t.Errorf("%s %s:\nfederator: %s\nreference: %s", path, q, got, want)
+			}
+		}
+	}
+	r := get(t, fed.url, "/api/v1/query", instant(`resets(jobs_total[10m])`))
+	if !strings.Contains(string(r.Data), `"1"]`) {
+		t.Errorf("resets: %s, want 1", r.Data)
+	}
+}

@@ -75,8 +75,23 @@ func (qr *querier) thanos(ctx context.Context, skipChunks bool) storage.Querier 
 func (qr *querier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
 	// The series endpoint needs labels only: leave the chunks at the leaves.
 	skipChunks := hints != nil && hints.Func == "series"
+	if hints != nil && counterFuncs[hints.Func] {
+		// Thanos' querier reads a counter function as a request for the
+		// COUNTER aggregate of downsampled data, and for raw chunks applies
+		// its counter-reset iterator (thanos-io/thanos#3644): resets()
+		// then finds none and rate() differs from Prometheus' in the last
+		// digits. The federator always asks for raw data, so the raw
+		// samples must reach the engine as they are.
+		h := *hints
+		h.Func = ""
+		hints = &h
+	}
 	return &seriesSet{SeriesSet: qr.thanos(ctx, skipChunks).Select(ctx, sortSeries, hints, ms...), ctx: ctx}
 }
+
+// counterFuncs are the functions Thanos' querier maps to its COUNTER
+// aggregate (query.aggrsFromFunc).
+var counterFuncs = map[string]bool{"rate": true, "irate": true, "increase": true, "resets": true, "xrate": true, "xincrease": true}
 
 func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	vals, ws, err := qr.thanos(ctx, true).LabelValues(ctx, name, hints, ms...)

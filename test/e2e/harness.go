@@ -41,6 +41,7 @@ const GoFlags = "-buildvcs=false -tags=slicelabels"
 const (
 	RefPrometheusPath    = ".cache/bin/prometheus"
 	RefPromtoolPath      = ".cache/bin/promtool"
+	ThanosPath           = ".cache/bin/thanos"
 	DebianPrometheusPath = "/usr/bin/prometheus"
 	NodeExporterPath     = "/usr/bin/prometheus-node-exporter"
 )
@@ -398,6 +399,54 @@ func StartCollector(t testing.TB, config string, o CollectorOptions) *Collector 
 		}
 	})
 	return c
+}
+
+// Federator is a running `panorama federator` (or, from StartThanosQuery,
+// a Thanos Querier: both serve /api/v1 and a StoreAPI).
+type Federator struct {
+	*Process
+	// Addr is the web address (host:port); URL is http://Addr.
+	Addr, URL string
+	// GRPCAddr is the StoreAPI address.
+	GRPCAddr string
+	API      *API
+}
+
+// StartFederator runs `panorama federator` with the given extra flags
+// (--endpoint=…, --query.replica-label=…) on free web and gRPC addresses
+// and waits for /-/ready (every endpoint asked once).
+func StartFederator(t testing.TB, args ...string) *Federator {
+	t.Helper()
+	bin := PanoramaBinary(t)
+	p, addrs := startWithRetry(t, 2, func(addrs []string) (*Process, string, error) {
+		a := append([]string{"federator",
+			"--web.listen-address=" + addrs[0],
+			"--grpc-address=" + addrs[1],
+			"--endpoint.info-interval=1s",
+		}, args...)
+		p, err := startProcess(t, "federator", bin, a...)
+		return p, "http://" + addrs[0] + "/-/ready", err
+	})
+	return &Federator{Process: p, Addr: addrs[0], URL: "http://" + addrs[0], GRPCAddr: addrs[1], API: NewAPI("http://" + addrs[0])}
+}
+
+// StartThanosQuery runs `thanos query` (built from tools/thanos) with the
+// given extra flags on free HTTP and gRPC addresses and waits for
+// /-/ready. Thanos answers ready before it has asked its endpoints: wait
+// for them with Eventually.
+func StartThanosQuery(t testing.TB, args ...string) *Federator {
+	t.Helper()
+	bin := RequireBinary(t, ThanosPath)
+	p, addrs := startWithRetry(t, 2, func(addrs []string) (*Process, string, error) {
+		a := append([]string{"query",
+			"--http-address=" + addrs[0],
+			"--grpc-address=" + addrs[1],
+			"--store.sd-dns-interval=1s",
+		}, args...)
+		p, err := startProcess(t, "thanos-query", bin, a...)
+		return p, "http://" + addrs[0] + "/-/ready", err
+	})
+	return &Federator{Process: p, Addr: addrs[0], URL: "http://" + addrs[0], GRPCAddr: addrs[1], API: NewAPI("http://" + addrs[0])}
 }
 
 // Prometheus is a running Prometheus server (the reference 3.9.1 or
