@@ -55,6 +55,10 @@ type endpointSet struct {
 	readyOnce sync.Once
 }
 
+// infoTimeout bounds one round of Info calls, as Thanos'
+// --endpoint.info-timeout does.
+const infoTimeout = 5 * time.Second
+
 func newEndpointSet(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*endpointSet, error) {
 	e := &endpointSet{
 		logger:       logger,
@@ -218,7 +222,10 @@ func (e *endpointSet) refresh(ctx context.Context, resolve bool) {
 		cancel()
 		e.lastResolve = time.Now()
 	}
-	uctx, cancel := context.WithTimeout(ctx, e.infoInterval)
+	// An Info call may take longer than the refresh interval on a loaded
+	// machine; give it the endpoint timeout (at most 5 s, Thanos'
+	// --endpoint.info-timeout), so a slow but live leaf is not marked down.
+	uctx, cancel := context.WithTimeout(ctx, max(e.infoInterval, min(e.callTimeout, infoTimeout)))
 	e.set.Update(uctx)
 	cancel()
 	e.readyOnce.Do(func() { close(e.ready) })
