@@ -19,18 +19,73 @@ const maxProblems = 10
 //
 //	line 12: topology.edges[3].to: unknown node "pod/x"
 func Decode(r io.Reader) (*Graph, error) {
+	return DecodeWith(r, DecodeOptions{})
+}
+
+// DecodeOptions changes how DecodeWith reads a topology block.
+type DecodeOptions struct {
+	// Line is the line of the enclosing document on which the block
+	// starts, so that errors name lines of that document rather than of the
+	// block. Zero and one both mean the block starts the document.
+	Line int
+	// ImplicitNodes accepts edges whose endpoints are missing from the node
+	// list, adding each missing endpoint as a node (see AddImplicitNodes),
+	// rather than refusing them. Case files need it: an edge seen in traces
+	// may name a service the Kubernetes view does not hold.
+	ImplicitNodes bool
+}
+
+// DecodeWith is Decode with options.
+func DecodeWith(r io.Reader, opts DecodeOptions) (*Graph, error) {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("read topology: %w", err)
 	}
-	g, pos, err := decode(data)
+	src := source{data: data, base: max(opts.Line, 1) - 1}
+	g, pos, err := decode(src)
 	if err != nil {
 		return nil, err
+	}
+	if opts.ImplicitNodes {
+		g.AddImplicitNodes()
 	}
 	if err := g.validate(pos); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+// AddImplicitNodes adds a node for every edge endpoint that is not in the
+// node list, with the kind ImplicitKind gives it, and returns the IDs added
+// in the order the edges name them. Empty endpoints are left for Validate to
+// report.
+func (g *Graph) AddImplicitNodes() []string {
+	known := make(map[string]bool, len(g.Nodes))
+	for _, n := range g.Nodes {
+		known[n.ID] = true
+	}
+	var added []string
+	for _, e := range g.Edges {
+		for _, id := range []string{e.From, e.To} {
+			if id == "" || known[id] {
+				continue
+			}
+			known[id] = true
+			g.Nodes = append(g.Nodes, Node{ID: id, Kind: ImplicitKind(id)})
+			added = append(added, id)
+		}
+	}
+	return added
+}
+
+// ImplicitKind returns the kind of a node known only by its ID: the ID's
+// prefix before the first '/' ("service" for service/east/shop/frontend), or
+// "external" when the ID has no such prefix.
+func ImplicitKind(id string) NodeKind {
+	if i := strings.IndexByte(id, '/'); i > 0 {
+		return NodeKind(id[:i])
+	}
+	return "external"
 }
 
 // Validate checks that every node has a unique, non-empty ID and a kind, and
@@ -97,8 +152,21 @@ func (g *Graph) validate(pos *positions) error {
 // positions remembers where each node and edge starts in the input, so that
 // validation errors can name a line.
 type positions struct {
-	data         []byte
+	src          source
 	nodes, edges []int64
+}
+
+// source is the input being decoded and the number of lines of the
+// enclosing document that precede it.
+type source struct {
+	data []byte
+	base int
+}
+
+// lineAt returns the 1-based line of the enclosing document holding byte
+// offset off of the input.
+func (s source) lineAt(off int64) int {
+	return s.base + lineAt(s.data, off)
 }
 
 // line returns the 1-based line of element i of list, or 0 when unknown.
@@ -113,20 +181,20 @@ func (p *positions) line(list string, i int) int {
 	if i >= len(offs) {
 		return 0
 	}
-	return lineAt(p.data, offs[i])
+	return p.src.lineAt(offs[i])
 }
 
 // decode walks the top-level object token by token rather than unmarshalling
 // it in one go, to learn the offset of every node and edge.
-func decode(data []byte) (*Graph, *positions, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	pos := &positions{data: data}
+func decode(data source) (*Graph, *positions, error) {
+	dec := json.NewDecoder(bytes.NewReader(data.data))
+	pos := &positions{src: data}
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, nil, jsonError(data, "topology", err)
 	}
 	if tok != json.Delim('{') {
-		return nil, nil, fmt.Errorf("line %d: topology: want a JSON object, got %s", lineAt(data, dec.InputOffset()), describe(tok))
+		return nil, nil, fmt.Errorf("line %d: topology: want a JSON object, got %s", data.lineAt(dec.InputOffset()), describe(tok))
 	}
 
 	g := &Graph{}
@@ -156,14 +224,14 @@ func decode(data []byte) (*Graph, *positions, error) {
 		return nil, nil, jsonError(data, "topology", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, nil, fmt.Errorf("line %d: topology: unexpected data after the object", lineAt(data, dec.InputOffset()))
+		return nil, nil, fmt.Errorf("line %d: topology: unexpected data after the object", data.lineAt(dec.InputOffset()))
 	}
 	return g, pos, nil
 }
 
 // decodeList decodes a JSON array (or null) of T, returning the start offset
 // of each element alongside.
-func decodeList[T any](dec *json.Decoder, data []byte, field string) ([]T, []int64, error) {
+func decodeList[T any](dec *json.Decoder, data source, field string) ([]T, []int64, error) {
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, nil, jsonError(data, field, err)
@@ -172,14 +240,14 @@ func decodeList[T any](dec *json.Decoder, data []byte, field string) ([]T, []int
 		return nil, nil, nil
 	}
 	if tok != json.Delim('[') {
-		return nil, nil, fmt.Errorf("line %d: %s: want an array, got %s", lineAt(data, dec.InputOffset()), field, describe(tok))
+		return nil, nil, fmt.Errorf("line %d: %s: want an array, got %s", data.lineAt(dec.InputOffset()), field, describe(tok))
 	}
 	var (
 		list []T
 		offs []int64
 	)
 	for i := 0; dec.More(); i++ {
-		off := skipSeparators(data, dec.InputOffset())
+		off := skipSeparators(data.data, dec.InputOffset())
 		var v T
 		if err := dec.Decode(&v); err != nil {
 			return nil, nil, jsonError(data, fmt.Sprintf("%s[%d]", field, i), typeErrorAt(err, off))
@@ -204,24 +272,24 @@ func typeErrorAt(err error, base int64) error {
 }
 
 // jsonError turns an encoding/json error into one naming the field and line.
-func jsonError(data []byte, field string, err error) error {
+func jsonError(data source, field string, err error) error {
 	var (
 		syntax *json.SyntaxError
 		typ    *json.UnmarshalTypeError
 	)
 	switch {
 	case errors.As(err, &syntax):
-		return fmt.Errorf("line %d: %s: %w", lineAt(data, syntax.Offset), field, err)
+		return fmt.Errorf("line %d: %s: %w", data.lineAt(syntax.Offset), field, err)
 	case errors.As(err, &typ):
 		if typ.Field != "" {
 			field += "." + typ.Field
 		}
-		return fmt.Errorf("line %d: %s: want %s, got JSON %s", lineAt(data, typ.Offset), field, typeName(typ), typ.Value)
+		return fmt.Errorf("line %d: %s: want %s, got JSON %s", data.lineAt(typ.Offset), field, typeName(typ), typ.Value)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		if len(bytes.TrimSpace(data)) == 0 {
+		if len(bytes.TrimSpace(data.data)) == 0 {
 			return fmt.Errorf("%s: empty input", field)
 		}
-		return fmt.Errorf("line %d: %s: unexpected end of input", lineAt(data, int64(len(data))), field)
+		return fmt.Errorf("line %d: %s: unexpected end of input", data.lineAt(int64(len(data.data))), field)
 	}
 	return fmt.Errorf("%s: %w", field, err)
 }

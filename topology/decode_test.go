@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -196,4 +197,66 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("merged graph does not validate: %v", err)
 		}
 	})
+}
+
+// The formats README's own topology block calls a frontend service that is
+// not in its node list; case files may do the same.
+func TestDecodeImplicitNodes(t *testing.T) {
+	data, err := os.ReadFile("testdata/readme-block.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(bytes.NewReader(data)); err == nil || !strings.Contains(err.Error(), `line 11: topology.edges[0].from: unknown node "service/east/shop/frontend"`) {
+		t.Fatalf("strict Decode = %v, want the unknown endpoint refused", err)
+	}
+	g, err := DecodeWith(bytes.NewReader(data), DecodeOptions{ImplicitNodes: true})
+	if err != nil {
+		t.Fatalf("DecodeWith: %v", err)
+	}
+	if len(g.Nodes) != 5 {
+		t.Fatalf("got %d nodes, want the 4 listed and 1 implicit", len(g.Nodes))
+	}
+	if n := g.Nodes[4]; n.ID != "service/east/shop/frontend" || n.Kind != KindService {
+		t.Errorf("implicit node = %+v", n)
+	}
+
+	for _, tc := range []struct {
+		id   string
+		want NodeKind
+	}{
+		{"service/east/shop/frontend", KindService},
+		{"database/east/orders", "database"},
+		{"payments.example.com", "external"},
+		{"/odd", "external"},
+	} {
+		if got := ImplicitKind(tc.id); got != tc.want {
+			t.Errorf("ImplicitKind(%q) = %q, want %q", tc.id, got, tc.want)
+		}
+	}
+
+	// Empty endpoints are still refused, and nothing is added twice.
+	g = &Graph{Edges: []Edge{
+		{From: "a/x", To: "b/y", Kind: EdgeCalls},
+		{From: "b/y", To: "a/x", Kind: EdgeCalls},
+		{From: "", To: "a/x", Kind: EdgeCalls},
+	}}
+	if added := g.AddImplicitNodes(); !reflect.DeepEqual(added, []string{"a/x", "b/y"}) {
+		t.Errorf("AddImplicitNodes() = %q", added)
+	}
+	if err := g.Validate(); err == nil || err.Error() != "topology.edges[2].from: empty" {
+		t.Errorf("Validate() = %v", err)
+	}
+}
+
+func TestDecodeLineBase(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"{\"nodes\": [\n{\"id\": \"\", \"kind\": \"pod\"}]}", "line 11: topology.nodes[0].id: empty"},
+		{"{\"nodes\": [\n{\"id\" 1}]}", "line 11: topology.nodes[0]: invalid character"},
+		{"{\"nodes\": 3}", "line 10: topology.nodes: want an array"},
+	} {
+		_, err := DecodeWith(strings.NewReader(tc.in), DecodeOptions{Line: 10})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("DecodeWith(%q) = %v, want %q", tc.in, err, tc.want)
+		}
+	}
 }

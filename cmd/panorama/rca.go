@@ -1,0 +1,205 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+
+	"github.com/panorama-obs/panorama/rca"
+)
+
+func registerRCA(app *kingpin.Application, roles map[string]setupFunc) {
+	cmd := app.Command("rca", "Root-cause analysis: rank the causes of an incident, simulate incidents, score the ranking.")
+
+	rank := cmd.Command("rank", "Rank the root-cause candidates of a case file (never reads its truth).")
+	var caseFile, rankOutput string
+	rank.Flag("case", "Case file (the RCA case format); --case=- reads standard input.").Required().StringVar(&caseFile)
+	rank.Flag("output", "Output format.").Default("json").EnumVar(&rankOutput, "json", "text")
+	roles[rank.FullCommand()] = func(*promslog.Config) error {
+		return runRCARank(caseFile, rankOutput, os.Stdout, os.Stderr)
+	}
+
+	sim := cmd.Command("simulate", "Write simulated incidents, with their truth, as case files.")
+	var (
+		seed  uint64
+		count int
+		out   string
+	)
+	sim.Flag("seed", "Seed of the family of cases; the same seed always writes the same cases.").Default("1").Uint64Var(&seed)
+	sim.Flag("count", "Number of cases.").Default("100").IntVar(&count)
+	sim.Flag("out", "Directory to write the cases to (created if missing).").Required().StringVar(&out)
+	roles[sim.FullCommand()] = func(*promslog.Config) error {
+		return runRCASimulate(seed, count, out, os.Stderr)
+	}
+
+	eval := cmd.Command("eval", "Score the ranking, and the NSigma and BARO baselines, on case files with truth.")
+	var (
+		casesDir, evalOutput string
+	)
+	eval.Flag("cases", "Directory of case files (*.json).").Required().StringVar(&casesDir)
+	eval.Flag("output", "Output format.").Default("text").EnumVar(&evalOutput, "json", "text")
+	roles[eval.FullCommand()] = func(*promslog.Config) error {
+		return runRCAEval(casesDir, evalOutput, os.Stdout, os.Stderr)
+	}
+}
+
+func runRCARank(file, output string, stdout, stderr io.Writer) error {
+	r, closeFn, err := openCase(file)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	name := file
+	if file == "-" {
+		name = "standard input"
+	}
+	c, err := rca.ParseCase(r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	ranking := rca.Rank(c, rca.Options{})
+	for _, w := range ranking.Warnings {
+		fmt.Fprintf(stderr, "warning: %s: %s\n", name, w)
+	}
+	if output == "text" {
+		return ranking.WriteText(stdout)
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(ranking)
+}
+
+func openCase(file string) (io.Reader, func(), error) {
+	switch file {
+	case "":
+		return nil, nil, fmt.Errorf("--case needs a file name (--case=- reads standard input)")
+	case "-":
+		return os.Stdin, func() {}, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+func runRCASimulate(seed uint64, count int, dir string, stderr io.Writer) error {
+	if count < 1 {
+		return fmt.Errorf("--count must be at least 1")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	bar := newProgress(stderr, "simulate", count)
+	for i := range count {
+		c, t := rca.Simulate(seed, i)
+		path := filepath.Join(dir, fmt.Sprintf("sim-%d-%04d.json", seed, i))
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := rca.WriteCase(f, c, t); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		bar.set(i + 1)
+	}
+	bar.done()
+	fmt.Fprintf(stderr, "wrote %d cases to %s\n", count, dir)
+	return nil
+}
+
+func runRCAEval(dir, output string, stdout, stderr io.Writer) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("no *.json case files in %s", dir)
+	}
+	bar := newProgress(stderr, "eval", len(files))
+	report, err := rca.Evaluate(files, rca.EvalOptions{Progress: bar.set})
+	bar.done()
+	if err != nil {
+		return err
+	}
+	for _, w := range report.Skipped {
+		fmt.Fprintf(stderr, "skipped: %s\n", w)
+	}
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(report)
+	}
+	return report.WriteText(stdout)
+}
+
+// progress draws a bar on stderr for runs long enough to need one: redrawn
+// in place on a terminal, a line every tenth otherwise.
+type progress struct {
+	w        io.Writer
+	label    string
+	total    int
+	tty      bool
+	start    time.Time
+	lastDraw time.Time
+	lastTen  int
+	drawn    bool
+}
+
+func newProgress(w io.Writer, label string, total int) *progress {
+	p := &progress{w: w, label: label, total: total, start: time.Now()}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+func (p *progress) set(done int) {
+	if time.Since(p.start) < time.Second && done < p.total {
+		return
+	}
+	if p.tty {
+		if time.Since(p.lastDraw) < 100*time.Millisecond && done < p.total {
+			return
+		}
+		p.lastDraw = time.Now()
+		const width = 30
+		fill := width * done / max(p.total, 1)
+		bar := make([]byte, width)
+		for i := range bar {
+			switch {
+			case i < fill:
+				bar[i] = '='
+			case i == fill:
+				bar[i] = '>'
+			default:
+				bar[i] = ' '
+			}
+		}
+		fmt.Fprintf(p.w, "\r%s [%s] %d/%d %s", p.label, bar, done, p.total, time.Since(p.start).Round(time.Second))
+		p.drawn = true
+		return
+	}
+	if ten := 10 * done / max(p.total, 1); ten > p.lastTen {
+		p.lastTen = ten
+		fmt.Fprintf(p.w, "%s: %d/%d (%d%%) %s\n", p.label, done, p.total, 100*done/max(p.total, 1), time.Since(p.start).Round(time.Second))
+	}
+}
+
+func (p *progress) done() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
