@@ -55,7 +55,7 @@ type analysis struct {
 // strength turns a robust deviation into evidence: zero below three
 // deviations, growing with its logarithm above.
 func strength(z float64) float64 {
-	if z <= 3 {
+	if !(z > 3) {
 		return 0
 	}
 	return math.Log(min(z, 1000) / 3)

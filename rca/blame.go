@@ -51,6 +51,10 @@ func (a *analysis) transport() {
 			for _, c := range a.causes[i] {
 				total += c.strength * a.items[c.item].a
 			}
+			if !(total > 0) {
+				a.absorbed[it.node] += m * e
+				continue
+			}
 			for _, c := range a.causes[i] {
 				share := m * e * c.strength * a.items[c.item].a / total
 				next[c.item] += share

@@ -20,6 +20,7 @@ type relation struct {
 	fresh float64
 }
 
+// The roles a cause may show, by kind of relation.
 var (
 	anyTrouble  = []role{rolePerf, roleRes, roleSat, roleAvail, roleStop, roleGen}
 	hostTrouble = []role{roleRes, roleAvail, roleStop, roleGen, roleSat}

@@ -2,7 +2,6 @@ package rca
 
 import (
 	"bytes"
-	"os"
 	"testing"
 )
 
@@ -32,43 +31,21 @@ func benchCase(tb testing.TB) *Case {
 
 func BenchmarkRank1000Nodes(b *testing.B) {
 	c := benchCase(b)
+	for b.Loop() {
+		Rank(c, Options{})
+	}
 	b.ReportMetric(float64(len(c.Topology.Nodes)), "nodes")
 	b.ReportMetric(float64(len(c.Metrics.Series)), "series")
-	b.ResetTimer()
-	for b.Loop() {
-		Rank(c, Options{})
-	}
+	b.ReportMetric(float64(c.Metrics.Len()), "samples")
 }
 
-func BenchmarkRankFile(b *testing.B) {
-	path := os.Getenv("RCA_CASE")
-	if path == "" {
-		b.Skip("RCA_CASE not set")
-	}
-	f, err := os.Open(path)
-	if err != nil {
+func BenchmarkParseCase1000Nodes(b *testing.B) {
+	var buf bytes.Buffer
+	if err := WriteCase(&buf, benchCase(b), nil); err != nil {
 		b.Fatal(err)
 	}
-	c, err := ParseCase(f)
-	f.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		Rank(c, Options{})
-	}
-}
-
-func BenchmarkParseFile(b *testing.B) {
-	path := os.Getenv("RCA_CASE")
-	if path == "" {
-		b.Skip("RCA_CASE not set")
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := buf.Bytes()
+	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		if _, err := ParseCase(bytes.NewReader(data)); err != nil {
 			b.Fatal(err)

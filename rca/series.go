@@ -30,8 +30,6 @@ const (
 	numRoles
 )
 
-var roleNames = [numRoles]string{"latency/errors", "traffic", "resource use", "saturation", "readiness", "metrics", "reporting"}
-
 // unit decides the smallest change worth noticing when a series is flat.
 type unit uint8
 
@@ -147,10 +145,8 @@ type seriesEvidence struct {
 	// z is the sustained peak deviation in the bad direction, in robust
 	// standard deviations of the reference (0 when normal).
 	z float64
-	// level is the median deviation from onset to the end of the window.
-	level  float64
-	onset  int
-	peakAt int
+	// onset is the sample the anomaly began at.
+	onset int
 	// base and value are the reference median and the median from onset
 	// on, of the series as scored (per-minute increase for counters).
 	base, value float64
@@ -168,7 +164,7 @@ type seriesEvidence struct {
 
 // analyze scores one series against its own reference.
 func analyze(values []float64, k metricKind, w window) seriesEvidence {
-	ev := seriesEvidence{kind: k, onset: -1, peakAt: -1}
+	ev := seriesEvidence{kind: k, onset: -1}
 	n := min(len(values), w.n)
 	if n == 0 {
 		return ev
@@ -346,19 +342,16 @@ func analyze(values []float64, k metricKind, w window) seriesEvidence {
 	// minutes, noise and housekeeping seconds; and the cause of an incident
 	// still under way is usually still abnormal.
 	persist := dur / (float64(n-onset) * w.step)
-	ev.z, ev.peakAt, ev.onset = peak*math.Sqrt(min(1, dur/180))*(0.4+0.6*min(1, persist)), at, onset
+	ev.z, ev.onset = peak*math.Sqrt(min(1, dur/180))*(0.4+0.6*min(1, persist)), onset
 	if k.role == rolePerf {
 		ev.zs = zs
 	}
-	lv := make([]float64, 0, n-onset)
 	xv := make([]float64, 0, n-onset)
 	for i := onset; i < n; i++ {
 		if !math.IsNaN(zs[i]) {
-			lv = append(lv, zs[i])
 			xv = append(xv, x[i])
 		}
 	}
-	ev.level = max(0, medianOf(lv))
 	ev.value = medianOf(xv)
 	return ev
 }
