@@ -60,6 +60,9 @@ func TestServerEndpoints(t *testing.T) {
 	if code, _ := get(t, c, "GET", base+"/-/healthy"); code != 200 {
 		t.Errorf("healthy: %d", code)
 	}
+	if code, body := get(t, c, "GET", base+"/debug/pprof/heap?debug=1"); code != 200 || !strings.Contains(body, "heap profile") {
+		t.Errorf("GET /debug/pprof/heap = %d %.80q, want 200 and a heap profile", code, body)
+	}
 	if code, _ := get(t, c, "GET", base+"/-/ready"); code != 503 {
 		t.Errorf("ready before SetReady: %d", code)
 	}
