@@ -374,6 +374,10 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+func dl(p, c string, n uint64) store.DependencyLink {
+	return store.DependencyLink{Parent: p, Child: c, CallCount: n}
+}
+
 func TestDependencies(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, t.TempDir(), Options{})
@@ -393,10 +397,10 @@ func TestDependencies(t *testing.T) {
 		lookback time.Duration
 		want     []store.DependencyLink
 	}{
-		{base.Add(2 * time.Minute), time.Hour, []store.DependencyLink{{"a", "b", 3}, {"a", "c", 5}, {"b", "c", 4}}},
+		{base.Add(2 * time.Minute), time.Hour, []store.DependencyLink{dl("a", "b", 3), dl("a", "c", 5), dl("b", "c", 4)}},
 		// (end-lookback, end]: the bucket at exactly end-lookback is out.
-		{base.Add(2 * time.Minute), time.Minute, []store.DependencyLink{{"b", "c", 4}}},
-		{base.Add(time.Minute), time.Minute, []store.DependencyLink{{"a", "b", 2}, {"a", "c", 5}}},
+		{base.Add(2 * time.Minute), time.Minute, []store.DependencyLink{dl("b", "c", 4)}},
+		{base.Add(time.Minute), time.Minute, []store.DependencyLink{dl("a", "b", 2), dl("a", "c", 5)}},
 		{base.Add(-time.Second), time.Hour, []store.DependencyLink{}},
 	} {
 		got, err := s.GetDependencies(ctx, tc.end, tc.lookback)
