@@ -1,17 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
 
 	"github.com/panorama-obs/panorama/rca"
+	"github.com/panorama-obs/panorama/rca/online"
 )
 
 func registerRCA(app *kingpin.Application, roles map[string]setupFunc) {
@@ -36,6 +40,27 @@ func registerRCA(app *kingpin.Application, roles map[string]setupFunc) {
 	sim.Flag("out", "Directory to write the cases to (created if missing).").Required().StringVar(&out)
 	roles[sim.FullCommand()] = func(*promslog.Config) error {
 		return runRCASimulate(seed, count, out, os.Stderr)
+	}
+
+	capture := cmd.Command("capture", "Write a replayable case (no truth) from a live system: the topology endpoints' graph, the window's series through PromQL, the firing alerts.")
+	var (
+		capCfg  online.Config
+		capAt   string
+		capOut  string
+		capName string
+	)
+	capture.Flag("federator", "Base URL of the federator (or any Prometheus HTTP API), e.g. http://federator:9091.").Required().StringVar(&capCfg.FederatorURL)
+	capture.Flag("topology", "URL of a topology block ({\"nodes\",\"edges\"}): a collector's or tracing's /api/v1/topology. Repeatable; the blocks are merged.").Required().StringsVar(&capCfg.TopologyURLs)
+	capture.Flag("at", "When the incident was detected: RFC 3339 (2026-11-23T04:40:15Z) or Unix seconds.").Required().StringVar(&capAt)
+	capture.Flag("window", "How much time the case covers: three quarters before --at, a quarter after (never past now).").Default("30m").DurationVar(&capCfg.Window)
+	capture.Flag("step", "Sampling interval of the case (query_range step).").Default("15s").DurationVar(&capCfg.Step)
+	capture.Flag("lookback", "How far back from each step a sample still counts (raise it to the scrape interval when that is longer than --step); the step when zero.").Default("0s").DurationVar(&capCfg.Lookback)
+	capture.Flag("metric", "Another metric name to read as it is, for nodes of any kind (e.g. a database's query_latency_p99_seconds). Repeatable.").StringsVar(&capCfg.ExtraMetrics)
+	capture.Flag("timeout", "Bound on the whole capture.").Default("1m").DurationVar(&capCfg.Timeout)
+	capture.Flag("name", "Name of the case; \"incident at <time>\" when empty.").StringVar(&capName)
+	capture.Flag("out", "File to write the case to; - for standard output.").Required().StringVar(&capOut)
+	roles[capture.FullCommand()] = func(*promslog.Config) error {
+		return runRCACapture(capCfg, capAt, capName, capOut, os.Stdout, os.Stderr)
 	}
 
 	eval := cmd.Command("eval", "Score the ranking, and the NSigma and BARO baselines, on case files with truth.")
@@ -73,6 +98,61 @@ func runRCARank(file, output string, stdout, stderr io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(ranking)
+}
+
+func runRCACapture(cfg online.Config, at, name, out string, stdout, stderr io.Writer) error {
+	detected, err := parseTime(at)
+	if err != nil {
+		return fmt.Errorf("--at: %w", err)
+	}
+	c, err := online.New(cfg)
+	if err != nil {
+		return err
+	}
+	cs, err := c.Capture(context.Background(), online.Incident{Name: name, DetectedAt: detected})
+	if err != nil {
+		return err
+	}
+	for _, w := range cs.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if out == "-" {
+		return rca.WriteCase(stdout, cs, nil)
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	if err := rca.WriteCase(f, cs, nil); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	series := 0
+	if cs.Metrics != nil {
+		series = len(cs.Metrics.Series)
+	}
+	fmt.Fprintf(stderr, "wrote %s: %d topology nodes, %d series, %d alerts\n", out, len(cs.Topology.Nodes), series, len(cs.Alerts))
+	return nil
+}
+
+// parseTime reads a time as promtool does: RFC 3339 or Unix seconds (with
+// a fraction).
+func parseTime(s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if sec, err := strconv.ParseFloat(s, 64); err == nil {
+		if sec <= 0 || sec > 1e11 {
+			return time.Time{}, fmt.Errorf("%q: Unix seconds out of range", s)
+		}
+		return time.UnixMilli(int64(sec * 1000)).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: not RFC 3339 (2026-11-23T04:40:15Z) nor Unix seconds", s)
+	}
+	return t, nil
 }
 
 func openCase(file string) (io.Reader, func(), error) {
