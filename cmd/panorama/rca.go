@@ -38,8 +38,10 @@ func registerRCA(app *kingpin.Application, roles map[string]setupFunc) {
 	sim.Flag("seed", "Seed of the family of cases; the same seed always writes the same cases.").Default("1").Uint64Var(&seed)
 	sim.Flag("count", "Number of cases.").Default("100").IntVar(&count)
 	sim.Flag("out", "Directory to write the cases to (created if missing).").Required().StringVar(&out)
+	var simProgress bool
+	sim.Flag("progress", "Report progress on stderr even when it is not a terminal (a line every tenth).").BoolVar(&simProgress)
 	roles[sim.FullCommand()] = func(*promslog.Config) error {
-		return runRCASimulate(seed, count, out, os.Stderr)
+		return runRCASimulate(seed, count, out, simProgress, os.Stderr)
 	}
 
 	capture := cmd.Command("capture", "Write a replayable case (no truth) from a live system: the topology endpoints' graph, the window's series through PromQL, the firing alerts.")
@@ -69,8 +71,10 @@ func registerRCA(app *kingpin.Application, roles map[string]setupFunc) {
 	)
 	eval.Flag("cases", "Directory of case files (*.json).").Required().StringVar(&casesDir)
 	eval.Flag("output", "Output format.").Default("text").EnumVar(&evalOutput, "json", "text")
+	var evalProgress bool
+	eval.Flag("progress", "Report progress on stderr even when it is not a terminal (a line every tenth); on a terminal a bar is always drawn.").BoolVar(&evalProgress)
 	roles[eval.FullCommand()] = func(*promslog.Config) error {
-		return runRCAEval(casesDir, evalOutput, os.Stdout, os.Stderr)
+		return runRCAEval(casesDir, evalOutput, evalProgress, os.Stdout, os.Stderr)
 	}
 }
 
@@ -169,14 +173,14 @@ func openCase(file string) (io.Reader, func(), error) {
 	return f, func() { f.Close() }, nil
 }
 
-func runRCASimulate(seed uint64, count int, dir string, stderr io.Writer) error {
+func runRCASimulate(seed uint64, count int, dir string, showProgress bool, stderr io.Writer) error {
 	if count < 1 {
 		return fmt.Errorf("--count must be at least 1")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	bar := newProgress(stderr, "simulate", count)
+	bar := newProgress(stderr, "simulate", count, showProgress)
 	for i := range count {
 		c, t := rca.Simulate(seed, i)
 		path := filepath.Join(dir, fmt.Sprintf("sim-%d-%04d.json", seed, i))
@@ -198,7 +202,7 @@ func runRCASimulate(seed uint64, count int, dir string, stderr io.Writer) error 
 	return nil
 }
 
-func runRCAEval(dir, output string, stdout, stderr io.Writer) error {
+func runRCAEval(dir, output string, showProgress bool, stdout, stderr io.Writer) error {
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {
 		return err
@@ -206,7 +210,7 @@ func runRCAEval(dir, output string, stdout, stderr io.Writer) error {
 	if len(files) == 0 {
 		return fmt.Errorf("no *.json case files in %s", dir)
 	}
-	bar := newProgress(stderr, "eval", len(files))
+	bar := newProgress(stderr, "eval", len(files), showProgress)
 	report, err := rca.Evaluate(files, rca.EvalOptions{Progress: bar.set})
 	bar.done()
 	if err != nil {
@@ -224,29 +228,35 @@ func runRCAEval(dir, output string, stdout, stderr io.Writer) error {
 }
 
 // progress draws a bar on stderr for runs long enough to need one: redrawn
-// in place on a terminal, a line every tenth otherwise.
+// in place on a terminal; elsewhere (a log, a CI job) nothing, unless asked
+// for, and then a line every tenth.
 type progress struct {
 	w        io.Writer
 	label    string
 	total    int
 	tty      bool
+	enabled  bool
 	start    time.Time
 	lastDraw time.Time
 	lastTen  int
 	drawn    bool
 }
 
-func newProgress(w io.Writer, label string, total int) *progress {
+func newProgress(w io.Writer, label string, total int, force bool) *progress {
 	p := &progress{w: w, label: label, total: total, start: time.Now()}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			p.tty = true
 		}
 	}
+	p.enabled = p.tty || force
 	return p
 }
 
 func (p *progress) set(done int) {
+	if !p.enabled {
+		return
+	}
 	if time.Since(p.start) < time.Second && done < p.total {
 		return
 	}

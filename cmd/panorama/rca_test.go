@@ -49,3 +49,19 @@ func TestRCACaptureErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestProgressOnlyWhenATerminalOrAsked(t *testing.T) {
+	var quiet, asked bytes.Buffer
+	for _, p := range []*progress{newProgress(&quiet, "eval", 4, false), newProgress(&asked, "eval", 4, true)} {
+		for i := 1; i <= 4; i++ {
+			p.set(i)
+		}
+		p.done()
+	}
+	if quiet.Len() != 0 {
+		t.Errorf("progress written to a non-terminal without --progress: %q", quiet.String())
+	}
+	if !strings.Contains(asked.String(), "eval: 4/4 (100%)") {
+		t.Errorf("progress with --progress: %q", asked.String())
+	}
+}
