@@ -31,20 +31,79 @@ func (q *externalLabelsQueryable) Querier(mint, maxt int64) (storage.Querier, er
 	if err != nil {
 		return nil, err
 	}
-	return &externalLabelsQuerier{Querier: inner, ext: q.ext, extList: q.extList}, nil
+	return &externalLabelsQuerier{Querier: inner, extLabeler: q.labeler()}, nil
 }
 
-type externalLabelsQuerier struct {
-	storage.Querier
+// ChunkQuerier serves chunks with the same labels as Querier serves samples:
+// the collector's StoreAPI reads through it, so a federator sees exactly
+// what the collector's own HTTP API shows.
+func (q *externalLabelsQueryable) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+	inner, err := q.SampleAndChunkQueryable.ChunkQuerier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	return &externalLabelsChunkQuerier{ChunkQuerier: inner, extLabeler: q.labeler()}, nil
+}
+
+func (q *externalLabelsQueryable) labeler() extLabeler {
+	return extLabeler{ext: q.ext, extList: q.extList}
+}
+
+// extLabeler attaches the external labels; the sample and the chunk
+// querier share it.
+type extLabeler struct {
 	ext     labels.Labels
 	extList []labels.Label // ext, sorted by name
 }
 
+type externalLabelsQuerier struct {
+	storage.Querier
+	extLabeler
+}
+
+func (q *externalLabelsQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	return selectAttached(ctx, q.extLabeler, q.Querier, sortSeries, ms,
+		func(sortSeries bool, ms []*labels.Matcher) storage.SeriesSet {
+			return q.Querier.Select(ctx, sortSeries, hints, ms...)
+		},
+		func(s storage.Series, lset labels.Labels) storage.Series {
+			return &relabeledSeries{Series: s, lset: lset}
+		},
+		func(ss []storage.Series) storage.Series { return storage.ChainedSeriesMerge(ss...) },
+		storage.EmptySeriesSet)
+}
+
+type externalLabelsChunkQuerier struct {
+	storage.ChunkQuerier
+	extLabeler
+}
+
+func (q *externalLabelsChunkQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.ChunkSeriesSet {
+	merge := storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge)
+	return selectAttached(ctx, q.extLabeler, q.ChunkQuerier, sortSeries, ms,
+		func(sortSeries bool, ms []*labels.Matcher) storage.ChunkSeriesSet {
+			return q.ChunkQuerier.Select(ctx, sortSeries, hints, ms...)
+		},
+		func(s storage.ChunkSeries, lset labels.Labels) storage.ChunkSeries {
+			return &relabeledChunkSeries{ChunkSeries: s, lset: lset}
+		},
+		func(ss []storage.ChunkSeries) storage.ChunkSeries { return merge(ss...) },
+		storage.EmptyChunkSeriesSet)
+}
+
+func (q *externalLabelsChunkQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return labelValues(ctx, q.extLabeler, q.eachLabels, q.ChunkQuerier, name, hints, ms)
+}
+
+func (q *externalLabelsChunkQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return labelNames(ctx, q.extLabeler, q.eachLabels, q.ChunkQuerier, hints, ms)
+}
+
 // split separates the matchers on external label names, which are checked
 // after the labels are attached, from those the storage can use.
-func (q *externalLabelsQuerier) split(ms []*labels.Matcher) (inner, outer []*labels.Matcher) {
+func (e extLabeler) split(ms []*labels.Matcher) (inner, outer []*labels.Matcher) {
 	for _, m := range ms {
-		if q.ext.Has(m.Name) {
+		if e.ext.Has(m.Name) {
 			outer = append(outer, m)
 		} else {
 			inner = append(inner, m)
@@ -53,53 +112,71 @@ func (q *externalLabelsQuerier) split(ms []*labels.Matcher) (inner, outer []*lab
 	return inner, outer
 }
 
-func (q *externalLabelsQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
-	inner, outer := q.split(ms)
+// seriesSet is what storage.SeriesSet and storage.ChunkSeriesSet have in
+// common.
+type seriesSet[S any] interface {
+	Next() bool
+	At() S
+	Err() error
+	Warnings() annotations.Annotations
+}
+
+// selectAttached selects through inner with the external labels attached
+// to every series, the matchers on external label names applied to the
+// attached labels, and series sorted after attaching when asked (attaching
+// can change the order) or when identical series must be merged.
+func selectAttached[S interface{ Labels() labels.Labels }, Set seriesSet[S]](
+	ctx context.Context, e extLabeler, lq storage.LabelQuerier, sortSeries bool, ms []*labels.Matcher,
+	sel func(sortSeries bool, ms []*labels.Matcher) Set,
+	wrap func(S, labels.Labels) S,
+	merge func([]S) S,
+	empty func() Set,
+) Set {
+	inner, outer := e.split(ms)
 	if len(inner) == 0 {
 		// The storage refuses a selection with no matcher; this one
 		// selects everything, which the outer matchers then narrow.
 		inner = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
 	}
-	collide := q.mayCollide(ctx)
+	collide := e.mayCollide(ctx, lq)
 	if !collide {
 		// No stored series carries an external label name: the matchers
 		// on them are decided once, against the external values.
 		for _, m := range outer {
-			if !m.Matches(q.ext.Get(m.Name)) {
-				return storage.EmptySeriesSet()
+			if !m.Matches(e.ext.Get(m.Name)) {
+				return empty()
 			}
 		}
 		outer = nil
 	}
-	set := &attachingSeriesSet{inner: q.Querier.Select(ctx, false, hints, inner...), q: q, outer: outer}
+	set := &attachingSet[S]{inner: sel(false, inner), e: e, outer: outer, wrap: wrap}
 	if !sortSeries && !collide {
-		return set
+		return any(set).(Set)
 	}
-	// Attaching labels can change the order of series, so sort after; and
-	// where some stored series carry an external label name themselves,
+	// Where some stored series carry an external label name themselves,
 	// two series may now share a label set: merge them, as Prometheus'
 	// fan-out storage merges identical series.
-	var out []storage.Series
+	var out []S
 	for set.Next() {
 		out = append(out, set.At())
 	}
-	slices.SortFunc(out, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+	slices.SortFunc(out, func(a, b S) int { return labels.Compare(a.Labels(), b.Labels()) })
 	if collide {
-		out = mergeIdentical(out)
+		out = mergeIdentical(out, merge)
 	}
-	return &sliceSeriesSet{series: out, i: -1, err: set.Err(), warnings: set.Warnings()}
+	return any(&sliceSet[S]{series: out, i: -1, err: set.Err(), warnings: set.Warnings()}).(Set)
 }
 
 // mayCollide reports whether any stored series carries an external label
 // name itself; only then can attaching the external labels make two series
 // identical.
-func (q *externalLabelsQuerier) mayCollide(ctx context.Context) bool {
+func (e extLabeler) mayCollide(ctx context.Context, lq storage.LabelQuerier) bool {
 	collide := false
-	q.ext.Range(func(l labels.Label) {
+	e.ext.Range(func(l labels.Label) {
 		if collide {
 			return
 		}
-		vals, _, err := q.Querier.LabelValues(ctx, l.Name, nil)
+		vals, _, err := lq.LabelValues(ctx, l.Name, nil)
 		collide = err != nil || len(vals) > 0
 	})
 	return collide
@@ -107,7 +184,7 @@ func (q *externalLabelsQuerier) mayCollide(ctx context.Context) bool {
 
 // mergeIdentical merges neighbouring series with equal labels in a sorted
 // slice.
-func mergeIdentical(sorted []storage.Series) []storage.Series {
+func mergeIdentical[S interface{ Labels() labels.Labels }](sorted []S, merge func([]S) S) []S {
 	out := sorted[:0]
 	for i := 0; i < len(sorted); {
 		j := i + 1
@@ -119,44 +196,45 @@ func mergeIdentical(sorted []storage.Series) []storage.Series {
 		} else {
 			// Copy: out reuses sorted's array, and the merged series
 			// reads its parts lazily.
-			out = append(out, storage.ChainedSeriesMerge(slices.Clone(sorted[i:j])...))
+			out = append(out, merge(slices.Clone(sorted[i:j])))
 		}
 		i = j
 	}
 	return out
 }
 
-// attachingSeriesSet attaches the external labels to each series and drops
-// those the matchers on external label names reject.
-type attachingSeriesSet struct {
-	inner storage.SeriesSet
-	q     *externalLabelsQuerier
+// attachingSet attaches the external labels to each series and drops those
+// the matchers on external label names reject.
+type attachingSet[S interface{ Labels() labels.Labels }] struct {
+	inner seriesSet[S]
+	e     extLabeler
 	outer []*labels.Matcher
-	cur   storage.Series
+	wrap  func(S, labels.Labels) S
+	cur   S
 	b     labels.ScratchBuilder
 }
 
-func (s *attachingSeriesSet) Next() bool {
+func (s *attachingSet[S]) Next() bool {
 	for s.inner.Next() {
 		series := s.inner.At()
-		lset := s.q.attach(&s.b, series.Labels())
+		lset := s.e.attach(&s.b, series.Labels())
 		if matchesAll(s.outer, lset) {
-			s.cur = &relabeledSeries{Series: series, lset: lset}
+			s.cur = s.wrap(series, lset)
 			return true
 		}
 	}
 	return false
 }
-func (s *attachingSeriesSet) At() storage.Series                { return s.cur }
-func (s *attachingSeriesSet) Err() error                        { return s.inner.Err() }
-func (s *attachingSeriesSet) Warnings() annotations.Annotations { return s.inner.Warnings() }
+func (s *attachingSet[S]) At() S                             { return s.cur }
+func (s *attachingSet[S]) Err() error                        { return s.inner.Err() }
+func (s *attachingSet[S]) Warnings() annotations.Annotations { return s.inner.Warnings() }
 
 // attach merges the external labels into a series' sorted labels in one
 // pass, with one allocation; a series' own label wins.
-func (q *externalLabelsQuerier) attach(b *labels.ScratchBuilder, lset labels.Labels) labels.Labels {
+func (e extLabeler) attach(b *labels.ScratchBuilder, lset labels.Labels) labels.Labels {
 	missing := false
-	for _, e := range q.extList {
-		if !lset.Has(e.Name) {
+	for _, l := range e.extList {
+		if !lset.Has(l.Name) {
 			missing = true
 			break
 		}
@@ -165,7 +243,7 @@ func (q *externalLabelsQuerier) attach(b *labels.ScratchBuilder, lset labels.Lab
 		return lset
 	}
 	b.Reset()
-	ext := q.extList
+	ext := e.extList
 	lset.Range(func(l labels.Label) {
 		for len(ext) > 0 && ext[0].Name < l.Name {
 			b.Add(ext[0].Name, ext[0].Value)
@@ -176,8 +254,8 @@ func (q *externalLabelsQuerier) attach(b *labels.ScratchBuilder, lset labels.Lab
 		}
 		b.Add(l.Name, l.Value)
 	})
-	for _, e := range ext {
-		b.Add(e.Name, e.Value)
+	for _, l := range ext {
+		b.Add(l.Name, l.Value)
 	}
 	return b.Labels()
 }
@@ -192,61 +270,118 @@ func matchesAll(ms []*labels.Matcher, lset labels.Labels) bool {
 }
 
 func (q *externalLabelsQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	inner, outer := q.split(ms)
-	if len(outer) > 0 || q.ext.Has(name) {
-		// Answer exactly from the series themselves.
-		return q.valuesFromSeries(ctx, name, hints, inner, outer)
-	}
-	return q.Querier.LabelValues(ctx, name, hints, inner...)
-}
-
-func (q *externalLabelsQuerier) valuesFromSeries(ctx context.Context, name string, hints *storage.LabelHints, inner, outer []*labels.Matcher) ([]string, annotations.Annotations, error) {
-	ss := q.Select(ctx, false, nil, append(inner, outer...)...)
-	seen := map[string]struct{}{}
-	for ss.Next() {
-		if v := ss.At().Labels().Get(name); v != "" {
-			seen[v] = struct{}{}
-		}
-	}
-	if err := ss.Err(); err != nil {
-		return nil, ss.Warnings(), err
-	}
-	out := make([]string, 0, len(seen))
-	for v := range seen {
-		out = append(out, v)
-	}
-	slices.Sort(out)
-	return limit(out, hints), ss.Warnings(), nil
+	return labelValues(ctx, q.extLabeler, q.eachLabels, q.Querier, name, hints, ms)
 }
 
 func (q *externalLabelsQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	inner, outer := q.split(ms)
-	if len(outer) > 0 {
-		ss := q.Select(ctx, false, nil, ms...)
-		seen := map[string]struct{}{}
-		for ss.Next() {
-			ss.At().Labels().Range(func(l labels.Label) { seen[l.Name] = struct{}{} })
-		}
-		if err := ss.Err(); err != nil {
-			return nil, ss.Warnings(), err
-		}
-		out := make([]string, 0, len(seen))
-		for n := range seen {
-			out = append(out, n)
-		}
-		slices.Sort(out)
-		return limit(out, hints), ss.Warnings(), nil
+	return labelNames(ctx, q.extLabeler, q.eachLabels, q.Querier, hints, ms)
+}
+
+// eachLabels calls f with the attached labels of every selected series.
+func (q *externalLabelsQuerier) eachLabels(ctx context.Context, ms []*labels.Matcher, f func(labels.Labels)) (annotations.Annotations, error) {
+	return eachLabels(q.Select(ctx, false, nil, ms...), f)
+}
+
+func (q *externalLabelsChunkQuerier) eachLabels(ctx context.Context, ms []*labels.Matcher, f func(labels.Labels)) (annotations.Annotations, error) {
+	return eachLabels(q.Select(ctx, false, nil, ms...), f)
+}
+
+func eachLabels[S interface{ Labels() labels.Labels }](set seriesSet[S], f func(labels.Labels)) (annotations.Annotations, error) {
+	for set.Next() {
+		f(set.At().Labels())
 	}
-	names, ws, err := q.Querier.LabelNames(ctx, hints, inner...)
+	return set.Warnings(), set.Err()
+}
+
+type eachLabelsFunc func(ctx context.Context, ms []*labels.Matcher, f func(labels.Labels)) (annotations.Annotations, error)
+
+// labelValues answers the values of a label as they are after attaching
+// the external labels.
+func labelValues(ctx context.Context, e extLabeler, each eachLabelsFunc, inner storage.LabelQuerier, name string, hints *storage.LabelHints, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
+	in, outer := e.split(ms)
+	switch {
+	case len(outer) > 0:
+		// Matchers on external labels: answer exactly from the series.
+		seen := map[string]struct{}{}
+		ws, err := each(ctx, ms, func(l labels.Labels) {
+			if v := l.Get(name); v != "" {
+				seen[v] = struct{}{}
+			}
+		})
+		if err != nil {
+			return nil, ws, err
+		}
+		return limit(sortedKeys(seen), hints), ws, nil
+	case e.ext.Has(name):
+		// The series' own values, and the external value if any selected
+		// series lacks the label.
+		own, ws, err := inner.LabelValues(ctx, name, nil, in...)
+		if err != nil {
+			return nil, ws, err
+		}
+		v := e.ext.Get(name)
+		if _, found := slices.BinarySearch(own, v); !found {
+			lacking := append(slices.Clone(in), labels.MustNewMatcher(labels.MatchEqual, name, ""))
+			if len(in) == 0 {
+				lacking = append(lacking, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
+			}
+			set := selectInner(ctx, inner, lacking)
+			if set != nil && set.Next() {
+				own = slices.Insert(slices.Clone(own), 0, v)
+				slices.Sort(own)
+			}
+		}
+		return limit(own, hints), ws, nil
+	default:
+		return inner.LabelValues(ctx, name, hints, in...)
+	}
+}
+
+// selectInner selects through the storage under the external labels, for
+// an existence check.
+func selectInner(ctx context.Context, lq storage.LabelQuerier, ms []*labels.Matcher) interface{ Next() bool } {
+	switch q := lq.(type) {
+	case storage.Querier:
+		return q.Select(ctx, false, nil, ms...)
+	case storage.ChunkQuerier:
+		return q.Select(ctx, false, nil, ms...)
+	}
+	return nil
+}
+
+// labelNames answers the label names as they are after attaching the
+// external labels.
+func labelNames(ctx context.Context, e extLabeler, each eachLabelsFunc, inner storage.LabelQuerier, hints *storage.LabelHints, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
+	in, outer := e.split(ms)
+	if len(outer) > 0 {
+		seen := map[string]struct{}{}
+		ws, err := each(ctx, ms, func(l labels.Labels) {
+			l.Range(func(l labels.Label) { seen[l.Name] = struct{}{} })
+		})
+		if err != nil {
+			return nil, ws, err
+		}
+		return limit(sortedKeys(seen), hints), ws, nil
+	}
+	names, ws, err := inner.LabelNames(ctx, nil, in...)
 	if err != nil || len(names) == 0 {
 		return names, ws, err
 	}
-	q.ext.Range(func(l labels.Label) {
+	e.ext.Range(func(l labels.Label) {
 		if i, found := slices.BinarySearch(names, l.Name); !found {
 			names = slices.Insert(names, i, l.Name)
 		}
 	})
 	return limit(names, hints), ws, nil
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func limit(s []string, hints *storage.LabelHints) []string {
@@ -263,17 +398,25 @@ type relabeledSeries struct {
 
 func (s *relabeledSeries) Labels() labels.Labels { return s.lset }
 
-type sliceSeriesSet struct {
-	series   []storage.Series
+type relabeledChunkSeries struct {
+	storage.ChunkSeries
+	lset labels.Labels
+}
+
+func (s *relabeledChunkSeries) Labels() labels.Labels { return s.lset }
+
+// sliceSet is a series set over a slice.
+type sliceSet[S any] struct {
+	series   []S
 	i        int
 	err      error
 	warnings annotations.Annotations
 }
 
-func (s *sliceSeriesSet) Next() bool {
+func (s *sliceSet[S]) Next() bool {
 	s.i++
 	return s.i < len(s.series)
 }
-func (s *sliceSeriesSet) At() storage.Series                { return s.series[s.i] }
-func (s *sliceSeriesSet) Err() error                        { return s.err }
-func (s *sliceSeriesSet) Warnings() annotations.Annotations { return s.warnings }
+func (s *sliceSet[S]) At() S                             { return s.series[s.i] }
+func (s *sliceSet[S]) Err() error                        { return s.err }
+func (s *sliceSet[S]) Warnings() annotations.Annotations { return s.warnings }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/thanos-io/thanos/pkg/info/infopb"
@@ -161,6 +162,100 @@ scrape_configs: []
 			t.Errorf("LabelValues(instance, job=other): %v, want [x]", r.Values)
 		}
 	})
+}
+
+// TestCollectorStoreAPIOwnLabelWins: a series that carries the external
+// label's name itself (remote-written by another Prometheus, say) keeps its
+// own value on both APIs, and Info advertises that value too, so a querier
+// pruning by label sets still finds it.
+func TestCollectorStoreAPIOwnLabelWins(t *testing.T) {
+	t.Parallel()
+	col := StartCollector(t, `
+global:
+  external_labels:
+    cluster: east
+scrape_configs: []
+`, CollectorOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ts := time.Now().Add(-time.Minute).Truncate(time.Second)
+	series := []prompb.TimeSeries{
+		{Labels: lbls("__name__", "own_demo", "job", "a"), Samples: []prompb.Sample{{Timestamp: ts.UnixMilli(), Value: 1}}},
+		{Labels: lbls("__name__", "own_demo", "cluster", "legacy", "job", "b"), Samples: []prompb.Sample{{Timestamp: ts.UnixMilli(), Value: 2}}},
+	}
+	if res, err := RemoteWrite(ctx, http.DefaultClient, col.URL+"/api/v1/write", series); err != nil || res.Status/100 != 2 {
+		t.Fatalf("remote write: %v %+v", err, res)
+	}
+	conn, err := grpc.NewClient(col.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	store := storepb.NewStoreClient(conn)
+	minT, maxT := ts.Add(-time.Minute).UnixMilli(), time.Now().UnixMilli()
+
+	wantAll := []string{
+		`{__name__="own_demo", cluster="east", job="a"}`,
+		`{__name__="own_demo", cluster="legacy", job="b"}`,
+	}
+	for _, tc := range []struct {
+		matchers []storepb.LabelMatcher
+		want     []string
+	}{
+		{[]storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "own_demo"}}, wantAll},
+		{[]storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "cluster", Value: "legacy"}}, wantAll[1:]},
+		{[]storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "cluster", Value: "east"}, {Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "own_demo"}}, wantAll[:1]},
+		{[]storepb.LabelMatcher{{Type: storepb.LabelMatcher_NEQ, Name: "cluster", Value: "east"}, {Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "own_demo"}}, wantAll[1:]},
+	} {
+		got := keys(readSeries(t, ctx, store, &storepb.SeriesRequest{MinTime: minT, MaxTime: maxT, Matchers: tc.matchers}))
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("StoreAPI Series %v: %v, want %v", tc.matchers, got, tc.want)
+		}
+	}
+
+	// The HTTP API shows the same series.
+	v, err := col.API.Vector(ctx, `own_demo`, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range v {
+		got = append(got, labels.FromMap(s.Metric).String())
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, wantAll) {
+		t.Errorf("HTTP API own_demo: %v, want %v", got, wantAll)
+	}
+
+	r, err := store.LabelValues(ctx, &storepb.LabelValuesRequest{Label: "cluster", Start: minT, End: maxT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.Values, []string{"east", "legacy"}) {
+		t.Errorf("LabelValues(cluster): %v, want [east legacy]", r.Values)
+	}
+	r, err = store.LabelValues(ctx, &storepb.LabelValuesRequest{Label: "cluster", Start: minT, End: maxT,
+		Matchers: []storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "job", Value: "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.Values, []string{"legacy"}) {
+		t.Errorf("LabelValues(cluster, job=b): %v, want [legacy]", r.Values)
+	}
+
+	info, err := infopb.NewInfoClient(conn).Info(ctx, &infopb.InfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sets []string
+	for _, ls := range info.LabelSets {
+		sets = append(sets, labelpb.ZLabelsToPromLabels(ls.Labels).String())
+	}
+	slices.Sort(sets)
+	if want := []string{`{cluster="east"}`, `{cluster="legacy"}`}; !slices.Equal(sets, want) {
+		t.Errorf("Info label sets: %v, want %v", sets, want)
+	}
 }
 
 // readSeries calls Series and decodes every chunk: label set (as
