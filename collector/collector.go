@@ -215,6 +215,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 	if err != nil {
 		return nil, err
 	}
+	c.store.servePushDown(c.engine, c.queryable)
 	if opts.GRPCAddress != "" {
 		if c.grpcLis, err = net.Listen("tcp", opts.GRPCAddress); err != nil {
 			return nil, fmt.Errorf("listen on --grpc-address=%s: %w", opts.GRPCAddress, err)

@@ -53,6 +53,9 @@ type endpointSet struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+
+	received *receivedBytes
+	leaves   leafConns
 }
 
 // infoTimeout bounds one round of Info calls, as Thanos'
@@ -100,14 +103,19 @@ func newEndpointSet(logger *slog.Logger, reg prometheus.Registerer, opts Options
 		return nil, err
 	}
 	dialOpts = append(dialOpts, insecure)
+	e.received = newReceivedBytes(reg)
+	e.leaves.dial = func(addr string) []grpc.DialOption {
+		return append(slices.Clip(dialOpts), e.received.dialOption(addr))
+	}
 	e.set = query.NewEndpointSet(time.Now, kl, reg, func() []*query.GRPCEndpointSpec {
 		addrs := e.addresses()
 		specs := make([]*query.GRPCEndpointSpec, 0, len(addrs))
 		for _, addr := range addrs {
 			// Strict: an endpoint stays in the set while it is configured
 			// or discovered, whatever its health (see endpointSet).
-			specs = append(specs, query.NewGRPCEndpointSpec(addr, true, dialOpts...))
+			specs = append(specs, query.NewGRPCEndpointSpec(addr, true, e.leaves.dial(addr)...))
 		}
+		e.leaves.keep(addrs)
 		return specs
 	}, opts.EndpointInfoInterval, opts.EndpointInfoInterval, opts.QueryTimeout)
 	return e, nil
@@ -260,7 +268,13 @@ func (e *endpointSet) clients() []store.Client {
 	return out
 }
 
-func (e *endpointSet) close() { e.set.Close() }
+func (e *endpointSet) close() {
+	e.set.Close()
+	e.leaves.close()
+}
+
+// conn is the push-down connection to an endpoint.
+func (e *endpointSet) conn(addr string) (*grpc.ClientConn, error) { return e.leaves.get(addr) }
 
 // endpointClient is one endpoint as the proxy store sees it.
 type endpointClient struct {

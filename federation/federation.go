@@ -11,11 +11,10 @@
 //	    partial response, per-endpoint timeout) + own external labels
 //	    (storeServer, also served over gRPC)
 //	  → Thanos querier with penalty dedup, per request (queryable)
-//	  → Prometheus' PromQL engine
+//	  → Prometheus' PromQL engine, wrapped by the push-down planner
+//	    (pushdownEngine: distributable aggregations are evaluated at the
+//	    leaves through the pushdown service, the rest pulls series)
 //	  → Prometheus' web/api/v1, plus /api/v1/stores.
-//
-// Aggregation push-down is not there yet; it will sit between the engine and
-// the queryable.
 package federation
 
 import (
@@ -23,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/go-kit/log"
+	"github.com/panorama-obs/panorama/federation/pushdown"
 	"github.com/panorama-obs/panorama/internal/server"
 	"log/slog"
 	"math"
@@ -99,6 +99,10 @@ type Options struct {
 	// DefaultEvaluationInterval is the step of subqueries that give none.
 	DefaultEvaluationInterval time.Duration
 
+	// PushDown evaluates distributable aggregations at the leaves (see
+	// pushdownEngine); without it every query pulls series.
+	PushDown bool
+
 	// GRPCAddress is where the StoreAPI is served; empty disables it.
 	GRPCAddress string
 	// ListenAddress and ExternalURL are for the links Prometheus' API builds.
@@ -126,6 +130,7 @@ func DefaultOptions() Options {
 		QueryMaxConcurrentSelects: 4,
 		LookbackDelta:             5 * time.Minute,
 		DefaultEvaluationInterval: time.Minute,
+		PushDown:                  true,
 		GRPCAddress:               ":10902",
 		ListenAddress:             ":9091",
 		CORSOrigin:                ".*",
@@ -142,7 +147,7 @@ type Federator struct {
 	metadata  *metadata.Proxy
 	cors      *regexp.Regexp
 	queryable *queryable
-	engine    *promql.Engine
+	engine    *pushdownEngine
 	api       *apiv1.API
 	grpcSrv   *grpc.Server
 	grpcLis   net.Listener
@@ -184,7 +189,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*Federat
 		defaults:      RequestOptions{PartialResponse: opts.PartialResponse, Dedup: true},
 	}
 	evalInterval := opts.DefaultEvaluationInterval.Milliseconds()
-	f.engine = promql.NewEngine(promql.EngineOpts{
+	f.engine = newPushdownEngine(f, promql.NewEngine(promql.EngineOpts{
 		Logger:                   logger.With("component", "query engine"),
 		Reg:                      reg,
 		MaxSamples:               opts.QueryMaxSamples,
@@ -194,7 +199,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*Federat
 		NoStepSubqueryIntervalFn: func(int64) int64 { return evalInterval },
 		EnableAtModifier:         true,
 		EnableNegativeOffset:     true,
-	})
+	}), reg)
 	gatherer, isGatherer := reg.(prometheus.Gatherer)
 	if !isGatherer {
 		gatherer = prometheus.NewRegistry()
@@ -296,6 +301,15 @@ func (f *Federator) newGRPCServer(kl log.Logger) *grpc.Server {
 	store.RegisterStoreServer(f.store, kl)(srv)
 	metadata.RegisterMetadataServer(f.metadata)(srv)
 	info.RegisterInfoServer(infoSrv)(srv)
+	// A parent federator pushes aggregations down to this one; they are
+	// evaluated as this federator evaluates its own queries (pushing down
+	// further where it can), over the series the parent would have pulled.
+	pushdown.Register(srv, &pushdown.Server{
+		Engine: f.engine,
+		Queryable: func(ctx context.Context, req *pushdown.Request) (context.Context, storage.Queryable) {
+			return WithRequestOptions(ctx, RequestOptions{PartialResponse: req.PartialResponse, Dedup: req.Dedup, ReplicaLabels: req.ReplicaLabels}), f.queryable
+		},
+	})
 	return srv
 }
 

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
@@ -19,6 +20,10 @@ type RequestOptions struct {
 	// Dedup merges the series of HA replicas (those differing only in
 	// the replica labels) with Thanos' penalty-based deduplication.
 	Dedup bool
+	// ReplicaLabels, when not nil, are deduplicated on in addition to the
+	// federator's own --query.replica-label (a parent pushing a query down
+	// sends its own).
+	ReplicaLabels []string
 }
 
 type requestOptionsKey struct{}
@@ -42,12 +47,26 @@ func requestOptionsFrom(ctx context.Context, defaults RequestOptions) RequestOpt
 // request it serves (carried in the context, since the engine and the
 // Prometheus API hand the queryable nothing else of the request).
 //
-// Aggregation push-down belongs above this seam (a planner deciding what the
-// leaves evaluate), so this type does not change when it comes.
+// Aggregation push-down sits above this seam (pushdownEngine decides what
+// the leaves evaluate), so this type knows nothing of it.
 type queryable struct {
 	create        query.QueryableCreator
 	replicaLabels []string
 	defaults      RequestOptions
+}
+
+// replicaLabelsFor are the replica labels of a request with options o.
+func (q *queryable) replicaLabelsFor(o RequestOptions) []string {
+	if len(o.ReplicaLabels) == 0 {
+		return q.replicaLabels
+	}
+	out := slices.Clone(q.replicaLabels)
+	for _, l := range o.ReplicaLabels {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (q *queryable) Querier(mint, maxt int64) (storage.Querier, error) {
@@ -68,7 +87,7 @@ type querier struct {
 
 func (qr *querier) thanos(ctx context.Context, skipChunks bool) storage.Querier {
 	o := requestOptionsFrom(ctx, qr.q.defaults)
-	tq, _ := qr.q.create(o.Dedup, qr.q.replicaLabels, nil, 0, o.PartialResponse, skipChunks, nil, query.NoopSeriesStatsReporter).Querier(qr.mint, qr.maxt)
+	tq, _ := qr.q.create(o.Dedup, qr.q.replicaLabelsFor(o), nil, 0, o.PartialResponse, skipChunks, nil, query.NoopSeriesStatsReporter).Querier(qr.mint, qr.maxt)
 	return tq
 }
 

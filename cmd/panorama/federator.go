@@ -32,6 +32,7 @@ func registerFederator(app *kingpin.Application, roles map[string]setupFunc) {
 	cmd.Flag("query.replica-label", "Label HA replicas differ by; their series are deduplicated (repeatable).").PlaceHolder("<name>").StringsVar(&opts.ReplicaLabels)
 	cmd.Flag("label", `External label attached to every series this federator serves, name="value" (repeatable).`).PlaceHolder(`<name>="<value>"`).StringsVar(&extLabels)
 	cmd.Flag("query.partial-response", "Answer with the endpoints that answered, and a warning for each that did not, unless a request says partial_response=false.").Default("true").BoolVar(&opts.PartialResponse)
+	cmd.Flag("query.push-down", "Evaluate aggregations that distribute over endpoints with disjoint external labels at the endpoints, and merge their answers (see docs/federation.md); --no-query.push-down pulls every series.").Default("true").BoolVar(&opts.PushDown)
 	cmd.Flag("query.timeout", "Longest a query may run.").Default(model.Duration(opts.QueryTimeout).String()).DurationVar(&opts.QueryTimeout)
 	cmd.Flag("query.max-samples", "Most samples a single query may load into memory.").Default(fmt.Sprint(opts.QueryMaxSamples)).IntVar(&opts.QueryMaxSamples)
 	cmd.Flag("query.max-concurrent", "Most queries run at once; more wait within their timeout.").Default(fmt.Sprint(opts.QueryMaxConcurrent)).IntVar(&opts.QueryMaxConcurrent)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -85,6 +86,8 @@ type federatedSetup struct {
 	ref        *Prometheus
 	collectors map[string]*Collector // "east-a", …
 	fed        *Federator
+	// endpoints are the collectors' --endpoint flags, for more federators.
+	endpoints []string
 }
 
 const federatedRefConfig = `
@@ -96,6 +99,13 @@ scrape_configs: []
 
 func startFederatedSetup(t *testing.T, ctx context.Context, fedArgs ...string) *federatedSetup {
 	t.Helper()
+	return startFederatedSetupReplicas(t, ctx, []string{"a", "b"}, fedArgs...)
+}
+
+// startFederatedSetupReplicas is startFederatedSetup with one collector per
+// cluster and replica given ([]string{"a"}: no HA pair).
+func startFederatedSetupReplicas(t *testing.T, ctx context.Context, replicas []string, fedArgs ...string) *federatedSetup {
+	t.Helper()
 	s := &federatedSetup{collectors: map[string]*Collector{}}
 	s.ref = StartReferencePrometheus(t, federatedRefConfig)
 	s.d = buildDataset(time.Now().Truncate(time.Second).Add(-30 * time.Second))
@@ -103,7 +113,7 @@ func startFederatedSetup(t *testing.T, ctx context.Context, fedArgs ...string) *
 	var refSeries []prompb.TimeSeries
 	for _, cluster := range federatedClusters {
 		series := clusterSeries(s.d, cluster)
-		for _, replica := range []string{"a", "b"} {
+		for _, replica := range replicas {
 			col := StartCollector(t, fmt.Sprintf(`
 global:
   scrape_interval: 15s
@@ -131,7 +141,8 @@ scrape_configs: []
 	if err != nil || res.Status/100 != 2 {
 		t.Fatalf("remote write to the reference: %v %+v", err, res)
 	}
-	s.fed = StartFederator(t, append(append(endpoints, "--query.replica-label=replica"), fedArgs...)...)
+	s.endpoints = endpoints
+	s.fed = StartFederator(t, append(append(slices.Clip(endpoints), "--query.replica-label=replica"), fedArgs...)...)
 	waitForClusters(t, ctx, s.fed.API, len(federatedClusters))
 	return s
 }

@@ -1,0 +1,27 @@
+package collector
+
+import (
+	"context"
+
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+
+	"github.com/panorama-obs/panorama/federation/pushdown"
+)
+
+// servePushDown adds the push-down service to the StoreAPI's gRPC server:
+// a federator above evaluates distributable aggregations here, with the
+// collector's own engine over the series its StoreAPI serves (external
+// labels attached; replica labels dropped when the federator deduplicates,
+// as its querier does with pulled series).
+func (s *storeServer) servePushDown(engine promql.QueryEngine, q storage.Queryable) {
+	pushdown.Register(s.srv, &pushdown.Server{
+		Engine: engine,
+		Queryable: func(ctx context.Context, req *pushdown.Request) (context.Context, storage.Queryable) {
+			if !req.Dedup {
+				return ctx, q
+			}
+			return ctx, pushdown.WithoutLabels(q, req.ReplicaLabels)
+		},
+	})
+}

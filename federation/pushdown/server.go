@@ -1,0 +1,193 @@
+package pushdown
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/annotations"
+	"github.com/thanos-io/thanos/pkg/api/query/querypb"
+	"github.com/thanos-io/thanos/pkg/store/labelpb"
+	"github.com/thanos-io/thanos/pkg/store/storepb/prompb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Server evaluates pushed-down expressions with a leaf's own PromQL engine.
+type Server struct {
+	Engine promql.QueryEngine
+	// Queryable gives the leaf's data as the federator would pull it for
+	// req (for a collector: with its external labels, without the replica
+	// labels when req.Dedup), and the context to evaluate under.
+	Queryable func(ctx context.Context, req *Request) (context.Context, storage.Queryable)
+}
+
+// batchSize is how many series go in one response message.
+const batchSize = 256
+
+// Eval implements Evaluator.
+func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.QueryResponse) error) error {
+	ctx, q := s.Queryable(ctx, req)
+	// In label order, as the federator would have pulled them, so that
+	// order-sensitive aggregations (sums, ties of topk) come out the same.
+	q = sortedQueryable{q}
+	opts := promql.NewPrometheusQueryOpts(false, time.Duration(req.LookbackMs)*time.Millisecond)
+	var (
+		qry promql.Query
+		err error
+	)
+	if req.StepMs == 0 {
+		qry, err = s.Engine.NewInstantQuery(ctx, q, opts, req.Query, time.UnixMilli(req.StartMs))
+	} else {
+		if req.StepMs < 0 || req.EndMs < req.StartMs {
+			return status.Errorf(codes.InvalidArgument, "bad range: start %d, end %d, step %d ms", req.StartMs, req.EndMs, req.StepMs)
+		}
+		qry, err = s.Engine.NewRangeQuery(ctx, q, opts, req.Query, time.UnixMilli(req.StartMs), time.UnixMilli(req.EndMs), time.Duration(req.StepMs)*time.Millisecond)
+	}
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	defer qry.Close()
+	res := qry.Exec(ctx)
+	if res.Err != nil {
+		return status.Error(codes.Aborted, res.Err.Error())
+	}
+	for _, w := range res.Warnings {
+		// Without the query attached an annotation renders without a
+		// position: "PromQL info: …", which the federator recognises.
+		if err := send(querypb.NewQueryWarningsResponse(w)); err != nil {
+			return err
+		}
+	}
+	if req.Parts {
+		parts, err := partialSums(res.Value, req.PartsGrouping, req.PartsWithout)
+		if errors.Is(err, ErrNotSummable) {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		if err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		for start := 0; start < len(parts); start += batchSize {
+			if err := send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: parts[start:min(start+batchSize, len(parts))]}}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var batch []*prompb.TimeSeries
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: batch}}})
+		batch = nil
+		return err
+	}
+	add := func(lset labels.Labels, floats []prompb.Sample, hs []prompb.Histogram) error {
+		batch = append(batch, &prompb.TimeSeries{Labels: labelpb.ZLabelsFromPromLabels(lset), Samples: floats, Histograms: hs})
+		if len(batch) >= batchSize {
+			return flush()
+		}
+		return nil
+	}
+	switch v := res.Value.(type) {
+	case promql.Vector:
+		for _, smp := range v {
+			f, h := prompb.SamplesFromPromqlSamples(smp)
+			if err := add(smp.Metric, f, h); err != nil {
+				return err
+			}
+		}
+	case promql.Matrix:
+		for _, series := range v {
+			f, h := prompb.SamplesFromPromqlSeries(series)
+			if err := add(series.Metric, f, h); err != nil {
+				return err
+			}
+		}
+	default:
+		return status.Errorf(codes.InvalidArgument, "push-down answers vectors, and %q is a %s", req.Query, res.Value.Type())
+	}
+	return flush()
+}
+
+// sortedQueryable selects series in label order.
+type sortedQueryable struct{ storage.Queryable }
+
+func (s sortedQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
+	q, err := s.Queryable.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	return sortedQuerier{q}, nil
+}
+
+type sortedQuerier struct{ storage.Querier }
+
+func (s sortedQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	return s.Querier.Select(ctx, true, hints, ms...)
+}
+
+// WithoutLabels is q with the names dropped from every series: a leaf's
+// data as a federator deduplicating on those replica labels sees it.
+func WithoutLabels(q storage.Queryable, names []string) storage.Queryable {
+	if len(names) == 0 {
+		return q
+	}
+	return &withoutLabels{Queryable: q, names: names}
+}
+
+type withoutLabels struct {
+	storage.Queryable
+	names []string
+}
+
+func (w *withoutLabels) Querier(mint, maxt int64) (storage.Querier, error) {
+	q, err := w.Queryable.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	return &withoutLabelsQuerier{Querier: q, names: w.names}, nil
+}
+
+type withoutLabelsQuerier struct {
+	storage.Querier
+	names []string
+}
+
+func (w *withoutLabelsQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	return &withoutLabelsSet{SeriesSet: w.Querier.Select(ctx, sortSeries, hints, ms...), names: w.names}
+}
+
+type withoutLabelsSet struct {
+	storage.SeriesSet
+	names []string
+}
+
+func (s *withoutLabelsSet) At() storage.Series {
+	series := s.SeriesSet.At()
+	return &withoutLabelsSeries{Series: series, lset: labels.NewBuilder(series.Labels()).Del(s.names...).Labels()}
+}
+
+type withoutLabelsSeries struct {
+	storage.Series
+	lset labels.Labels
+}
+
+func (s *withoutLabelsSeries) Labels() labels.Labels { return s.lset }
+
+// IsPromQLAnnotation tells a PromQL info or warning, as a leaf sends it,
+// from a storage warning (an endpoint left out of a partial response).
+func IsPromQLAnnotation(w string) bool {
+	for _, p := range []error{annotations.PromQLInfo, annotations.PromQLWarning} {
+		if len(w) > len(p.Error()) && w[:len(p.Error())] == p.Error() {
+			return true
+		}
+	}
+	return false
+}
+
+var _ Evaluator = (*Server)(nil)

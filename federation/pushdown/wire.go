@@ -1,0 +1,232 @@
+// Package pushdown is the leaf side of Panorama's aggregation push-down: a
+// gRPC service, served next to the StoreAPI on a collector's or a
+// federator's gRPC port, that evaluates a PromQL expression over the leaf's
+// own data at exactly the timestamps of the federator's query and streams
+// the result back. The federator (package federation) decides what is sent
+// and merges what comes back.
+//
+// The service is Panorama's own, not Thanos' thanos.Query: querypb carries
+// times in whole seconds, and a federated answer must equal Prometheus' at
+// millisecond timestamps. The answers reuse Thanos' querypb.QueryResponse
+// (series in Thanos' prompb, with native histograms, and warnings), so only
+// the small request message is defined here.
+package pushdown
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/thanos-io/thanos/pkg/api/query/querypb"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	// Registers Thanos' gRPC codec, which marshals gogo-protobuf style
+	// messages (querypb.QueryResponse, and Request below) directly.
+	_ "github.com/thanos-io/thanos/pkg/extgrpc"
+)
+
+// Request asks a leaf to evaluate Query, as an instant query at Start when
+// Step is 0, else as a range query from Start to End every Step; times and
+// durations are in milliseconds.
+type Request struct {
+	Query         string
+	StartMs       int64
+	EndMs         int64
+	StepMs        int64
+	LookbackMs    int64
+	ReplicaLabels []string
+	// Dedup merges HA replicas on ReplicaLabels and drops those labels, as
+	// the federator's own querier does.
+	Dedup           bool
+	PartialResponse bool
+	// Parts asks, instead of Query's own answer, for the partial sums of
+	// Query's series grouped by PartsGrouping (or without it, with
+	// PartsWithout), as the state of Prometheus' compensated summation:
+	// per group and step, the running sum (series labelled
+	// __panorama_part__="t"), its compensation ("c") and the count ("n").
+	// The federator merges the states of the leaves, so that a sum over
+	// many leaves rounds as Prometheus' sum over all their series does.
+	Parts         bool
+	PartsGrouping []string
+	PartsWithout  bool
+}
+
+// Field numbers of Request on the wire.
+const (
+	fieldQuery protowire.Number = iota + 1
+	fieldStart
+	fieldEnd
+	fieldStep
+	fieldLookback
+	fieldReplicaLabels
+	fieldDedup
+	fieldPartialResponse
+	fieldParts
+	fieldPartsGrouping
+	fieldPartsWithout
+)
+
+func (r *Request) appendTo(b []byte) []byte {
+	if r.Query != "" {
+		b = protowire.AppendTag(b, fieldQuery, protowire.BytesType)
+		b = protowire.AppendString(b, r.Query)
+	}
+	for _, f := range []struct {
+		n protowire.Number
+		v int64
+	}{{fieldStart, r.StartMs}, {fieldEnd, r.EndMs}, {fieldStep, r.StepMs}, {fieldLookback, r.LookbackMs}} {
+		if f.v != 0 {
+			b = protowire.AppendTag(b, f.n, protowire.VarintType)
+			b = protowire.AppendVarint(b, protowire.EncodeZigZag(f.v))
+		}
+	}
+	for _, l := range r.ReplicaLabels {
+		b = protowire.AppendTag(b, fieldReplicaLabels, protowire.BytesType)
+		b = protowire.AppendString(b, l)
+	}
+	for _, l := range r.PartsGrouping {
+		b = protowire.AppendTag(b, fieldPartsGrouping, protowire.BytesType)
+		b = protowire.AppendString(b, l)
+	}
+	for _, f := range []struct {
+		n protowire.Number
+		v bool
+	}{{fieldDedup, r.Dedup}, {fieldPartialResponse, r.PartialResponse}, {fieldParts, r.Parts}, {fieldPartsWithout, r.PartsWithout}} {
+		if f.v {
+			b = protowire.AppendTag(b, f.n, protowire.VarintType)
+			b = protowire.AppendVarint(b, 1)
+		}
+	}
+	return b
+}
+
+// Size, MarshalToSizedBuffer and Unmarshal are what Thanos' gRPC codec
+// asks of a message.
+func (r *Request) Size() int { return len(r.appendTo(nil)) }
+
+func (r *Request) MarshalToSizedBuffer(buf []byte) (int, error) {
+	b := r.appendTo(nil)
+	if len(b) > len(buf) {
+		return 0, errors.New("pushdown request: buffer too small")
+	}
+	// Like gogo-protobuf, fill the end of the buffer.
+	return copy(buf[len(buf)-len(b):], b), nil
+}
+
+func (r *Request) Unmarshal(b []byte) error {
+	*r = Request{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("pushdown request: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.BytesType && (num == fieldQuery || num == fieldReplicaLabels || num == fieldPartsGrouping):
+			s, n := protowire.ConsumeString(b)
+			if n < 0 {
+				return fmt.Errorf("pushdown request: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case fieldQuery:
+				r.Query = s
+			case fieldReplicaLabels:
+				r.ReplicaLabels = append(r.ReplicaLabels, s)
+			default:
+				r.PartsGrouping = append(r.PartsGrouping, s)
+			}
+		case typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("pushdown request: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case fieldStart:
+				r.StartMs = protowire.DecodeZigZag(v)
+			case fieldEnd:
+				r.EndMs = protowire.DecodeZigZag(v)
+			case fieldStep:
+				r.StepMs = protowire.DecodeZigZag(v)
+			case fieldLookback:
+				r.LookbackMs = protowire.DecodeZigZag(v)
+			case fieldDedup:
+				r.Dedup = v != 0
+			case fieldPartialResponse:
+				r.PartialResponse = v != 0
+			case fieldParts:
+				r.Parts = v != 0
+			case fieldPartsWithout:
+				r.PartsWithout = v != 0
+			}
+		default:
+			// Unknown fields are skipped, for newer senders.
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("pushdown request: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	return nil
+}
+
+// ServiceName and evalMethod name the service on the wire.
+const (
+	ServiceName = "panorama.federation.PushDown"
+	evalMethod  = "/" + ServiceName + "/Eval"
+)
+
+// Evaluator answers one Request, sending the result's series and warnings.
+type Evaluator interface {
+	Eval(ctx context.Context, req *Request, send func(*querypb.QueryResponse) error) error
+}
+
+var serviceDesc = grpc.ServiceDesc{
+	ServiceName: ServiceName,
+	HandlerType: (*Evaluator)(nil),
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Eval",
+		ServerStreams: true,
+		Handler: func(srv any, stream grpc.ServerStream) error {
+			req := &Request{}
+			if err := stream.RecvMsg(req); err != nil {
+				return err
+			}
+			return srv.(Evaluator).Eval(stream.Context(), req, func(r *querypb.QueryResponse) error { return stream.SendMsg(r) })
+		},
+	}},
+	Metadata: "panorama/federation/pushdown",
+}
+
+// Register serves e on s.
+func Register(s *grpc.Server, e Evaluator) { s.RegisterService(&serviceDesc, e) }
+
+// Call sends req to the leaf behind cc and hands each response to recv.
+func Call(ctx context.Context, cc grpc.ClientConnInterface, req *Request, recv func(*querypb.QueryResponse) error) error {
+	stream, err := cc.NewStream(ctx, &serviceDesc.Streams[0], evalMethod)
+	if err != nil {
+		return err
+	}
+	if err := stream.SendMsg(req); err != nil {
+		return err
+	}
+	if err := stream.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		resp := &querypb.QueryResponse{}
+		if err := stream.RecvMsg(resp); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := recv(resp); err != nil {
+			return err
+		}
+	}
+}
