@@ -131,4 +131,3 @@ func metricsText(t testing.TB, ctx context.Context, base string) string {
 	}
 	return string(b)
 }
-
