@@ -26,6 +26,7 @@ func main() {
 	roles := map[string]setupFunc{}
 	registerCollector(app, roles)
 	registerFederator(app, roles)
+	registerTracing(app, roles)
 	registerRCA(app, roles)
 	registerVersion(app, roles)
 
