@@ -123,7 +123,7 @@ func newDataset(now time.Time) *dataset {
 		midnight: m,
 		traces: map[string]pcommon.TraceID{
 			"A": traceID(0xa), "B": traceID(0xb), "C": traceID(0xc),
-			"E": traceID(0xe),
+			"E":  traceID(0xe),
 			"D0": traceID(0xd0), "D1": traceID(0xd1), "D2": traceID(0xd2), "D3": traceID(0xd3), "D4": traceID(0xd4),
 		},
 		starts: map[string]time.Time{},
