@@ -60,13 +60,22 @@ $(BIN)/thanos:
 		-ldflags '-X github.com/prometheus/common/version.Version=$(THANOS_VERSION)' \
 		github.com/thanos-io/thanos/cmd/thanos
 
+# The same Prometheus with the labels layout Panorama must use (Thanos'
+# StoreAPI needs slicelabels): the benchmarks' same-layout reference, which
+# separates what the layout costs from what Panorama's own code costs.
+$(BIN)/prometheus-slicelabels:
+	@mkdir -p $(BIN)
+	cd tools/prometheus && GOFLAGS=-buildvcs=false $(GO) build -tags slicelabels -o $(BIN)/prometheus-slicelabels \
+		-ldflags '-X github.com/prometheus/common/version.Version=$(PROM_VERSION)' \
+		github.com/prometheus/prometheus/cmd/prometheus
+
 $(BIN)/kube-apiserver:
 	@mkdir -p $(BIN)
 	cd tools/kube-apiserver && GOFLAGS=-buildvcs=false $(GO) build -o $(BIN)/kube-apiserver \
 		-ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34' \
 		k8s.io/kubernetes/cmd/kube-apiserver
 
-bench: test-deps
+bench: test-deps $(BIN)/prometheus-slicelabels
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
 
 lint:

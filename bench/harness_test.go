@@ -137,6 +137,24 @@ func prometheusBinary(b *testing.B) string {
 	return p
 }
 
+// prometheusSlicelabelsBinary is the reference Prometheus built with the
+// slicelabels tag (`make bench` builds it), or "" when absent: the same
+// labels layout as the panorama binary, which Thanos' StoreAPI requires.
+func prometheusSlicelabelsBinary() string {
+	p := os.Getenv("PANORAMA_PROMETHEUS_SLICELABELS")
+	if p == "" {
+		root, err := repoRoot()
+		if err != nil {
+			return ""
+		}
+		p = filepath.Join(root, ".cache", "bin", "prometheus-slicelabels")
+	}
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
 // victoriaMetricsBinary is Debian's victoria-metrics, or "" when absent.
 func victoriaMetricsBinary() string {
 	if p := os.Getenv("PANORAMA_VICTORIAMETRICS"); p != "" {
@@ -497,8 +515,12 @@ func startCollector(b *testing.B, cfg string) *server {
 
 func startPrometheus(b *testing.B, cfg string, remoteWrite bool) *server {
 	b.Helper()
-	bin := prometheusBinary(b)
-	return startServer(b, "prometheus", bin, nil, "/-/ready", func(addr, dir string) []string {
+	return startPrometheusBinary(b, "prometheus", prometheusBinary(b), cfg, remoteWrite)
+}
+
+func startPrometheusBinary(b *testing.B, name, bin, cfg string, remoteWrite bool) *server {
+	b.Helper()
+	return startServer(b, name, bin, nil, "/-/ready", func(addr, dir string) []string {
 		args := []string{
 			"--config.file=" + cfg,
 			"--storage.tsdb.path=" + dir,

@@ -133,8 +133,16 @@ func BenchmarkIngest(b *testing.B) {
 		{srv: startCollector(b, cfg), src: tsdbSource},
 		{srv: startPrometheus(b, cfg, false), src: tsdbSource},
 	}
+	var vm, promSL *ingestRun
+	if bin := prometheusSlicelabelsBinary(); bin != "" {
+		promSL = &ingestRun{srv: startPrometheusBinary(b, "prometheus-slicelabels", bin, cfg, false), src: tsdbSource}
+		runs = append(runs, promSL)
+	} else {
+		fmt.Println("bench: prometheus-slicelabels not found: the same-layout ratios are left out")
+	}
 	if vmBin != "" {
-		runs = append(runs, &ingestRun{srv: startVictoriaMetrics(b, vmBin, cfg), src: vmSource})
+		vm = &ingestRun{srv: startVictoriaMetrics(b, vmBin, cfg), src: vmSource}
+		runs = append(runs, vm)
 	} else {
 		fmt.Println("bench: victoria-metrics not found: the collector ÷ VictoriaMetrics ratios are left out")
 	}
@@ -205,8 +213,15 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(rssRatio, "rss-ratio-vs-prometheus")
 	fmt.Printf("bench: collector ÷ Prometheus: CPU per sample %.2f (target ≤ 1.0: %s), RSS per series %.2f (target ≤ 1.0: %s)\n",
 		cpuRatio, verdict(cpuRatio <= 1), rssRatio, verdict(rssRatio <= 1))
-	if len(runs) > 2 {
-		vm := runs[2]
+	if promSL != nil {
+		c, r := col.cpuPerMillion()/promSL.cpuPerMillion(), col.rssPerSeries()/promSL.rssPerSeries()
+		b.ReportMetric(promSL.cpuPerMillion(), "prometheus-slicelabels-cpu-s/Msamples")
+		b.ReportMetric(promSL.rssPerSeries(), "prometheus-slicelabels-rss-B/series")
+		b.ReportMetric(c, "cpu-ratio-vs-prometheus-slicelabels")
+		b.ReportMetric(r, "rss-ratio-vs-prometheus-slicelabels")
+		fmt.Printf("bench: collector ÷ Prometheus built with slicelabels (same labels layout): CPU per sample %.2f, RSS per series %.2f\n", c, r)
+	}
+	if vm != nil {
 		b.ReportMetric(vm.cpuPerMillion(), "victoriametrics-cpu-s/Msamples")
 		b.ReportMetric(vm.rssPerSeries(), "victoriametrics-rss-B/series")
 		b.ReportMetric(col.cpuPerMillion()/vm.cpuPerMillion(), "cpu-ratio-vs-victoriametrics")

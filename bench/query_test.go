@@ -60,6 +60,11 @@ func BenchmarkQuery(b *testing.B) {
 	prometheusBinary(b)
 	cfg := writeConfig(b, 15*time.Second, nil)
 	servers := []*server{startCollector(b, cfg), startPrometheus(b, cfg, true)}
+	if bin := prometheusSlicelabelsBinary(); bin != "" {
+		servers = append(servers, startPrometheusBinary(b, "prometheus-slicelabels", bin, cfg, true))
+	} else {
+		fmt.Println("bench: prometheus-slicelabels not found: the same-layout ratios are left out")
+	}
 
 	end := time.Now().Add(-time.Minute).Truncate(time.Second)
 	start := time.Now()
@@ -116,25 +121,29 @@ func BenchmarkQuery(b *testing.B) {
 			}
 			results = append(results, res)
 		}
-		if err := sameResults(results[0], results[1], strings.HasPrefix(q.name, "topk")); err != nil {
-			b.Fatalf("%q: collector and Prometheus disagree: %v", q.expr, err)
+		for i := 1; i < len(results); i++ {
+			if err := sameResults(results[0], results[i], strings.HasPrefix(q.name, "topk")); err != nil {
+				b.Fatalf("%q: collector and %s disagree: %v", q.expr, servers[i].name, err)
+			}
 		}
-		fmt.Printf("bench: query %-18s %6d result series, identical on both\n", q.name, len(results[0]))
+		fmt.Printf("bench: query %-18s %6d result series, identical on all %d servers\n", q.name, len(results[0]), len(servers))
 	}
 
 	// Warm up, then interleave: each round runs every query against both,
 	// the first server alternating, so drift and noise hit both alike.
 	const warmupRounds = 3
-	lat := make([][2][]float64, len(benchQueries))
-	cpu := make([][2]float64, len(benchQueries)) // server CPU seconds over the measured rounds
+	lat := make([][][]float64, len(benchQueries))
+	cpu := make([][]float64, len(benchQueries)) // server CPU seconds over the measured rounds
+	for qi := range benchQueries {
+		lat[qi] = make([][]float64, len(servers))
+		cpu[qi] = make([]float64, len(servers))
+	}
 	b.ResetTimer()
 	for r := range warmupRounds + rounds {
 		for qi, q := range benchQueries {
-			order := []int{0, 1}
-			if (r+qi)%2 == 1 {
-				order = []int{1, 0}
-			}
-			for _, si := range order {
+			// Rotate which server goes first.
+			for k := range servers {
+				si := (k + r + qi) % len(servers)
 				c0, err := servers[si].cpuSeconds()
 				if err != nil {
 					b.Fatal(err)
@@ -180,6 +189,24 @@ func BenchmarkQuery(b *testing.B) {
 		b.ReportMetric(ratio, q.name+"-ratio")
 	}
 	tw.Flush()
+	if len(servers) > 2 {
+		// The same comparison against the reference built with the labels
+		// layout the panorama binary must use: what remains is Panorama's
+		// own code.
+		var logSL float64
+		for qi, q := range benchQueries {
+			c, p := median(lat[qi][0]), median(lat[qi][2])
+			cc, pc := cpu[qi][0]/float64(rounds)*1000, cpu[qi][2]/float64(rounds)*1000
+			fmt.Printf("bench: %-18s collector ÷ prometheus-slicelabels: median %.2f (%.1f ÷ %.1f ms), CPU %.2f\n", q.name, c/p, c, p, cc/pc)
+			b.ReportMetric(p, q.name+"-prometheus-slicelabels-ms")
+			b.ReportMetric(c/p, q.name+"-ratio-vs-prometheus-slicelabels")
+			if q.core {
+				logSL += math.Log(c / p)
+			}
+		}
+		b.ReportMetric(math.Exp(logSL/float64(core)), "core-geomean-ratio-vs-prometheus-slicelabels")
+		fmt.Printf("bench: collector ÷ prometheus-slicelabels over the core queries: geometric mean %.2f\n", math.Exp(logSL/float64(core)))
+	}
 	geo := math.Exp(logRatio / float64(core))
 	b.ReportMetric(geo, "core-geomean-ratio")
 	b.ReportMetric(worst, "core-worst-ratio")
