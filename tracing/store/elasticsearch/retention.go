@@ -84,6 +84,11 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) ([]string, err
 		if err != nil {
 			return deleted, fmt.Errorf("elasticsearch: delete index %s: %w", name, err)
 		}
+		if res.StatusCode == 404 {
+			// Gone already: another Panorama's retention pass was first.
+			res.Body.Close()
+			continue
+		}
 		if err := responseError(res); err != nil {
 			return deleted, fmt.Errorf("elasticsearch: delete index %s: %w", name, err)
 		}

@@ -182,7 +182,7 @@ func (s *Store) sendChunks(ctx context.Context, items []bulkItem) []itemOutcome 
 
 // bulkResponse is the part of a _bulk answer the writer reads.
 type bulkResponse struct {
-	Errors bool                         `json:"errors"`
+	Errors bool                        `json:"errors"`
 	Items  []map[string]bulkItemResult `json:"items"`
 }
 

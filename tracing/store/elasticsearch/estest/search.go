@@ -80,6 +80,11 @@ func (s *Server) search(target string, q map[string][]string, body []byte) (any,
 	if len(names) == 0 && get(q, "allow_no_indices") == "false" {
 		return nil, errorf(http.StatusNotFound, "index_not_found_exception", "no such index [%s]", target)
 	}
+	if req.Query != nil {
+		if err := s.checkQuery(*req.Query); err != nil {
+			return nil, err
+		}
+	}
 	var hits []hit
 	for _, n := range names {
 		ix := s.indices[n]
@@ -156,12 +161,57 @@ func (s *Server) search(target string, q map[string][]string, body []byte) (any,
 	return res, nil
 }
 
+// checkQuery refuses the query kinds and options the fake does not
+// evaluate.
+func (s *Server) checkQuery(q types.Query) *apiError {
+	if bad := unsupportedFields(&q, "Bool", "Term", "Terms", "Range", "Nested", "MatchAll", "Ids"); len(bad) > 0 {
+		return s.unsupportedfLocked("query kind %v", bad)
+	}
+	for field, tq := range q.Term {
+		if bad := unsupportedFields(&tq, "Value"); len(bad) > 0 {
+			return s.unsupportedfLocked("term options %v on %s", bad, field)
+		}
+	}
+	if q.Terms != nil {
+		if bad := unsupportedFields(q.Terms, "TermsQuery"); len(bad) > 0 {
+			return s.unsupportedfLocked("terms options %v", bad)
+		}
+	}
+	for field, rq := range q.Range {
+		u, ok := rq.(*types.UntypedRangeQuery)
+		if !ok {
+			return s.unsupportedfLocked("range query of type %T", rq)
+		}
+		if bad := unsupportedFields(u, "Gt", "Gte", "Lt", "Lte"); len(bad) > 0 {
+			return s.unsupportedfLocked("range options %v on %s", bad, field)
+		}
+	}
+	if n := q.Nested; n != nil {
+		if bad := unsupportedFields(n, "Path", "Query"); len(bad) > 0 {
+			return s.unsupportedfLocked("nested options %v", bad)
+		}
+		if err := s.checkQuery(n.Query); err != nil {
+			return err
+		}
+	}
+	if b := q.Bool; b != nil {
+		if bad := unsupportedFields(b, "Filter", "Must", "MustNot", "Should", "MinimumShouldMatch"); len(bad) > 0 {
+			return s.unsupportedfLocked("bool options %v", bad)
+		}
+		for _, list := range [][]types.Query{b.Filter, b.Must, b.MustNot, b.Should} {
+			for _, sub := range list {
+				if err := s.checkQuery(sub); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // matches evaluates a query on a document; nested is the nested path the
 // query runs in ("" at the top).
 func (s *Server) matches(ix *index, d *doc, q types.Query, nested string) (bool, *apiError) {
-	if bad := unsupportedFields(&q, "Bool", "Term", "Terms", "Range", "Nested", "MatchAll", "Ids"); len(bad) > 0 {
-		return false, s.unsupportedfLocked("query kind %v", bad)
-	}
 	fields := d.fields
 	if q.MatchAll != nil {
 		return true, nil
@@ -176,18 +226,12 @@ func (s *Server) matches(ix *index, d *doc, q types.Query, nested string) (bool,
 		}
 	}
 	for field, tq := range q.Term {
-		if bad := unsupportedFields(&tq, "Value"); len(bad) > 0 {
-			return false, s.unsupportedfLocked("term options %v", bad)
-		}
 		ok, err := s.fieldEquals(ix, fields, field, []any{tq.Value}, nested)
 		if err != nil || !ok {
 			return false, err
 		}
 	}
 	if q.Terms != nil {
-		if bad := unsupportedFields(q.Terms, "TermsQuery"); len(bad) > 0 {
-			return false, s.unsupportedfLocked("terms options %v", bad)
-		}
 		for field, vals := range q.Terms.TermsQuery {
 			list, ok := vals.([]any)
 			if !ok {
@@ -207,9 +251,6 @@ func (s *Server) matches(ix *index, d *doc, q types.Query, nested string) (bool,
 	}
 	if q.Nested != nil {
 		n := q.Nested
-		if bad := unsupportedFields(n, "Path", "Query"); len(bad) > 0 {
-			return false, s.unsupportedfLocked("nested options %v", bad)
-		}
 		if fm := fieldMapping(ix.mappings, n.Path); fm == nil || fm["type"] != "nested" {
 			return false, errorf(http.StatusBadRequest, "query_shard_exception",
 				"[nested] failed to create query: [nested] nested object under path [%s] is not of nested type", n.Path)
@@ -238,9 +279,6 @@ func (s *Server) matches(ix *index, d *doc, q types.Query, nested string) (bool,
 		}
 	}
 	if b := q.Bool; b != nil {
-		if bad := unsupportedFields(b, "Filter", "Must", "MustNot", "Should", "MinimumShouldMatch"); len(bad) > 0 {
-			return false, s.unsupportedfLocked("bool options %v", bad)
-		}
 		for _, sub := range append(append([]types.Query(nil), b.Filter...), b.Must...) {
 			ok, err := s.matches(ix, d, sub, nested)
 			if err != nil || !ok {
@@ -341,13 +379,7 @@ func (s *Server) fieldEquals(ix *index, fields map[string]any, field string, wan
 }
 
 func (s *Server) inRange(ix *index, fields map[string]any, field string, rq types.RangeQuery, nested string) (bool, *apiError) {
-	u, ok := rq.(*types.UntypedRangeQuery)
-	if !ok {
-		return false, s.unsupportedfLocked("range query of type %T", rq)
-	}
-	if bad := unsupportedFields(u, "Gt", "Gte", "Lt", "Lte"); len(bad) > 0 {
-		return false, s.unsupportedfLocked("range options %v", bad)
-	}
+	u := rq.(*types.UntypedRangeQuery) // checked by checkQuery
 	fm := fieldMapping(ix.mappings, field)
 	if fm == nil || fm["type"] != "long" {
 		return false, s.unsupportedfLocked("range on field %s that is not a mapped long", field)
@@ -456,9 +488,19 @@ func sortHits(hits []hit, sorts []sortField) {
 			}
 		}
 	}
-	sort.SliceStable(hits, func(i, j int) bool {
-		return compareKeys(sortKeys(hits[i], sorts), sortKeys(hits[j], sorts), sorts) < 0
+	keyed := make([]struct {
+		h    hit
+		keys []any
+	}, len(hits))
+	for i, h := range hits {
+		keyed[i].h, keyed[i].keys = h, sortKeys(h, sorts)
+	}
+	sort.SliceStable(keyed, func(i, j int) bool {
+		return compareKeys(keyed[i].keys, keyed[j].keys, sorts) < 0
 	})
+	for i := range keyed {
+		hits[i] = keyed[i].h
+	}
 }
 
 // sortKeys are the sort values of a hit, as Elasticsearch returns them.

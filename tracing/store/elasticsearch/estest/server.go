@@ -43,6 +43,18 @@ const (
 	Reset
 )
 
+func (d Down) String() string {
+	switch d {
+	case Up:
+		return "up"
+	case Unavailable:
+		return "unavailable"
+	case Reset:
+		return "reset"
+	}
+	return fmt.Sprintf("Down(%d)", int(d))
+}
+
 // Request is a request the server received.
 type Request struct {
 	Method string
