@@ -21,10 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Appender takes accepted spans durably; the durable queue is one.
@@ -115,8 +112,8 @@ func New(opts Options, appender Appender, logger *slog.Logger, reg prometheus.Re
 		if r.grpcLis, err = net.Listen("tcp", opts.GRPCAddress); err != nil {
 			return nil, fmt.Errorf("listen on --otlp.grpc-address=%s: %w", opts.GRPCAddress, err)
 		}
-		r.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(opts.MaxRequestBytes)))
-		ptraceotlp.RegisterGRPCServer(r.grpcSrv, &grpcServer{r: r})
+		r.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(opts.MaxRequestBytes)), grpc.ForceServerCodec(rawCodec{}))
+		r.grpcSrv.RegisterService(&traceServiceDesc, &grpcServer{r: r})
 	}
 	if opts.HTTPAddress != "" {
 		if r.httpLis, err = net.Listen("tcp", opts.HTTPAddress); err != nil {
@@ -327,26 +324,6 @@ func Truncate(s string, max int) (string, bool) {
 		runes++
 	}
 	return s, false
-}
-
-// grpcServer is the OTLP gRPC trace service.
-type grpcServer struct {
-	ptraceotlp.UnimplementedGRPCServer
-	r *Receiver
-}
-
-func (g *grpcServer) Export(_ context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
-	resp := ptraceotlp.NewExportResponse()
-	rejected, msg, err := g.r.accept(req.Traces(), "grpc")
-	if err != nil {
-		// Unavailable is retryable for OTLP exporters.
-		return resp, status.Error(codes.Unavailable, "span queue is full or failing, retry later: "+err.Error())
-	}
-	if rejected > 0 {
-		resp.PartialSuccess().SetRejectedSpans(rejected)
-		resp.PartialSuccess().SetErrorMessage(msg)
-	}
-	return resp, nil
 }
 
 // retryAfterSeconds rounds the suggested wait up to whole seconds.

@@ -116,6 +116,21 @@ func TestGRPC(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("export to a full queue: %v, want Unavailable", err)
 	}
+	// A malformed message is InvalidArgument (not retryable), an oversized
+	// one ResourceExhausted.
+	bad := &rawMessage{data: []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}}
+	err = conn.Invoke(ctx, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", bad, &rawMessage{}, grpc.ForceCodec(rawCodec{}))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "malformed") {
+		t.Fatalf("malformed request: %v, want InvalidArgument", err)
+	}
+	if got := testutil.ToFloat64(r.malformed.WithLabelValues("grpc")); got != 1 {
+		t.Errorf("malformed gRPC requests = %v, want 1", got)
+	}
+	app.full = false
+	_, err = client.Export(ctx, request(1, 0, strings.Repeat("x", 17<<20)))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("oversized request: %v, want ResourceExhausted", err)
+	}
 	for name, want := range map[string]float64{"accepted": 5, "rejected": 2, "refused": 4} {
 		vec := map[string]*prometheus.CounterVec{"accepted": r.accepted, "rejected": r.rejected, "refused": r.refused}[name]
 		if got := testutil.ToFloat64(vec.WithLabelValues("grpc")); got != want {
