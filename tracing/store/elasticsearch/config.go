@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/model"
 )
 
 // Config configures the Elasticsearch span store.
@@ -93,7 +94,7 @@ func (c *Config) AddFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("es.tls.insecure-skip-verify", "Do not verify Elasticsearch's certificate.").BoolVar(&c.TLS.InsecureSkipVerify)
 	cmd.Flag("es.num-shards", "number_of_shards of each daily index.").Default(fmt.Sprint(d.Shards)).IntVar(&c.Shards)
 	cmd.Flag("es.num-replicas", "number_of_replicas of each daily index.").Default(fmt.Sprint(d.Replicas)).IntVar(&c.Replicas)
-	cmd.Flag("es.retention", "Delete daily indices older than this (e.g. 7d); 0 keeps everything.").Default("0s").DurationVar(&c.Retention)
+	cmd.Flag("es.retention", "Delete daily indices whose whole day is older than this (e.g. 7d); 0 keeps everything.").Default("0s").SetValue(retentionFlag{&c.Retention})
 	cmd.Flag("es.bulk.workers", "Concurrent _bulk requests per write.").Default(fmt.Sprint(d.BulkWorkers)).IntVar(&c.BulkWorkers)
 	cmd.Flag("es.bulk.max-bytes", "Largest _bulk request body in bytes.").Default(fmt.Sprint(d.BulkMaxBytes)).IntVar(&c.BulkMaxBytes)
 	cmd.Flag("es.bulk.max-attempts", "Attempts for bulk items Elasticsearch rejects with 429 or 5xx before the write fails (and is retried by the queue).").Default(fmt.Sprint(d.BulkMaxAttempts)).IntVar(&c.BulkMaxAttempts)
@@ -118,6 +119,21 @@ func (f serverURLsFlag) Set(v string) error {
 }
 
 func (f serverURLsFlag) String() string { return strings.Join(f.c.ServerURLs, ",") }
+
+// retentionFlag parses Prometheus-style durations (7d, 2w) into a
+// time.Duration.
+type retentionFlag struct{ d *time.Duration }
+
+func (f retentionFlag) Set(v string) error {
+	d, err := model.ParseDuration(v)
+	if err != nil {
+		return err
+	}
+	*f.d = time.Duration(d)
+	return nil
+}
+
+func (f retentionFlag) String() string { return model.Duration(*f.d).String() }
 
 // withDefaults fills zero fields from DefaultConfig.
 func (c Config) withDefaults() Config {

@@ -32,9 +32,9 @@ type itemOutcome struct {
 
 // WriteTraces indexes every span of td, plus the service/operation
 // documents not yet written, with one _bulk request per BulkMaxBytes of
-// body. Items rejected with 429 or 5xx are sent again with backoff, up to
-// BulkMaxAttempts times; items rejected otherwise (400: the document does
-// not fit the mapping) make the error permanent.
+// body. Items rejected with 429, 5xx or any status but 400 are sent again
+// with backoff, up to BulkMaxAttempts times; items rejected with 400 (the
+// document does not fit the mapping) make the error permanent.
 func (s *Store) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	var items []bulkItem
 	inBatch := map[string]bool{}
@@ -246,7 +246,11 @@ func (s *Store) sendBulk(ctx context.Context, items []bulkItem, outcomes []itemO
 			if r.Error != nil {
 				reason += ": " + r.Error.Type + ": " + r.Error.Reason
 			}
-			outcomes[i] = itemOutcome{retryable: r.Status == 429 || r.Status >= 500 || r.Status == 0, reason: reason}
+			// Only a 400 is about the document itself (it does not fit
+			// the mapping); anything else (429, 5xx, a 403 or a 404
+			// while index creation is not allowed) can pass once the
+			// cluster or its settings change.
+			outcomes[i] = itemOutcome{retryable: r.Status != 400, reason: reason}
 		}
 	}
 }
