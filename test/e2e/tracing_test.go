@@ -20,6 +20,10 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // shop is the small instrumented program of the tracing tests: a frontend
@@ -118,6 +122,16 @@ func (s *shop) checkout(ctx context.Context, base time.Time, fail bool) []sentSp
 	record("frontend", "GET /checkout", "server", root, trace.SpanContext{}, at(0), at(30))
 	return sent
 }
+
+// bytesCodec sends and receives raw bytes, to send gRPC a malformed message.
+type bytesCodec struct{}
+
+func (bytesCodec) Marshal(v any) ([]byte, error) { return *v.(*[]byte), nil }
+func (bytesCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), data...)
+	return nil
+}
+func (bytesCodec) Name() string { return "proto" }
 
 // jaegerResponse is the envelope of Jaeger's API.
 type jaegerResponse struct {
@@ -427,6 +441,17 @@ func TestTracingWithOpenTelemetrySDK(t *testing.T) {
 			if code != tc.code || len(resp.Errors) != 1 || resp.Errors[0].Code != tc.code || !strings.Contains(resp.Errors[0].Msg, tc.msg) {
 				t.Errorf("%s: status %d, errors %+v; want %d mentioning %q", tc.path, code, resp.Errors, tc.code, tc.msg)
 			}
+		}
+		conn, err := grpc.NewClient(tr.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		var out []byte
+		in := []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}
+		err = conn.Invoke(ctx, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", &in, &out, grpc.ForceCodec(bytesCodec{}))
+		if status.Code(err) != grpccodes.InvalidArgument {
+			t.Errorf("malformed OTLP/gRPC: %v, want InvalidArgument", err)
 		}
 		for _, tc := range []struct {
 			ct   string
