@@ -564,3 +564,30 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name, result string) pr
 	t.Fatalf("metric %s{result=%q} not found", name, result)
 	return nil
 }
+
+// TestConnectionRefusedThenBack: the cluster's port closed (not even a
+// connection), then open again on the same address.
+func TestConnectionRefusedThenBack(t *testing.T) {
+	fake := estest.Serve(t, "127.0.0.1:0")
+	s := newStore(t, fake, func(c *elasticsearch.Config) { c.BulkMaxAttempts = 2 })
+	defer s.Close()
+	before := testSpans("svc", time.Now().Add(-time.Minute), 20)
+	if err := s.WriteTraces(context.Background(), before); err != nil {
+		t.Fatal(err)
+	}
+	fake.Stop()
+	td := testSpans("svc", time.Now().Add(-time.Minute), 60)
+	err := s.WriteTraces(context.Background(), td)
+	if err == nil || store.IsPermanent(err) {
+		t.Fatalf("WriteTraces while the port is closed = %v, want a retryable error", err)
+	}
+	if err := fake.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteTraces(context.Background(), td); err != nil {
+		t.Fatalf("WriteTraces after the cluster came back: %v", err)
+	}
+	if got, want := spanDocIDs(t, fake), expectedIDs(td); !reflect.DeepEqual(got, want) {
+		t.Fatalf("%d span documents, want %d", len(got), len(want))
+	}
+}

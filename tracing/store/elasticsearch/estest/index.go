@@ -218,3 +218,15 @@ func keywordString(v any) string {
 	}
 	return fmt.Sprint(v)
 }
+
+// stripDisabled drops the top-level objects mapped with enabled: false
+// from the parsed fields (they stay in _source): nothing can query them,
+// and a large fake holds many documents.
+func stripDisabled(mappings map[string]any, d map[string]any) {
+	props, _ := mappings["properties"].(map[string]any)
+	for k, v := range props {
+		if fm, ok := v.(map[string]any); ok && fm["enabled"] == false {
+			delete(d, k)
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -27,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/elastic/go-elasticsearch/v8/typedapi/indices/putindextemplate"
 )
@@ -70,6 +72,9 @@ type Server struct {
 	// URL is the base URL of the server once started with New or NewTLS.
 	URL string
 	srv *httptest.Server
+	// httpSrv and addr are the server of Serve.
+	httpSrv *http.Server
+	addr    string
 
 	mu          sync.Mutex
 	down        Down
@@ -110,6 +115,55 @@ func NewTLS(t testing.TB) *Server {
 	s.URL = s.srv.URL
 	t.Cleanup(s.srv.Close)
 	return s
+}
+
+// Serve starts a fake with plain HTTP on addr ("127.0.0.1:0": any free
+// port), stopped when the test ends. Unlike New, it can be stopped and
+// started again on the same address, so a client sees the connection
+// refused in between, as with a cluster that is down.
+func Serve(t testing.TB, addr string) *Server {
+	s := NewServer()
+	if err := s.listen(addr); err != nil {
+		t.Fatalf("estest: listen on %s: %v", addr, err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.mu.Lock()
+	s.httpSrv = srv
+	s.addr = ln.Addr().String()
+	s.URL = "http://" + s.addr
+	s.mu.Unlock()
+	go func() { _ = srv.Serve(ln) }()
+	return nil
+}
+
+// Stop closes the listener and every connection of a fake started with
+// Serve: clients get connection refused until Start.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	srv := s.httpSrv
+	s.httpSrv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+	}
+}
+
+// Start listens again, on the same address, after Stop. The documents
+// and templates are kept, as a restarted cluster keeps its data.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	addr := s.addr
+	s.mu.Unlock()
+	return s.listen(addr)
 }
 
 // HTTPTestServer returns the underlying server of New or NewTLS.
@@ -418,6 +472,7 @@ func (s *Server) put(indexName, id string, source []byte) (int, map[string]any, 
 	if err := validate(ix.mappings, d); err != nil {
 		return 0, nil, err
 	}
+	stripDisabled(ix.mappings, d)
 	s.seq++
 	status, result, version := http.StatusCreated, "created", int64(1)
 	if old, ok := ix.docs[id]; ok {

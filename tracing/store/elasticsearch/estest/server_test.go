@@ -137,3 +137,27 @@ func TestTermsAggregationOrder(t *testing.T) {
 		t.Errorf("buckets = %v", buckets)
 	}
 }
+
+func TestStopAndStart(t *testing.T) {
+	s := Serve(t, "127.0.0.1:0")
+	if code, _, _ := call(t, "PUT", s.URL+"/_index_template/t", template); code != 200 {
+		t.Fatalf("put template: %d", code)
+	}
+	url := s.URL
+	s.Stop()
+	if _, err := http.Get(url + "/"); err == nil {
+		t.Fatal("the stopped fake answered")
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if s.URL != url {
+		t.Errorf("restarted on %s, not %s", s.URL, url)
+	}
+	if code, _, hdr := call(t, "GET", url+"/", ""); code != 200 || hdr.Get("X-Elastic-Product") != "Elasticsearch" {
+		t.Errorf("info after restart: %d %v", code, hdr)
+	}
+	if len(s.Templates()) != 1 {
+		t.Errorf("templates lost over a restart")
+	}
+}
