@@ -17,6 +17,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
@@ -172,6 +173,14 @@ func TestRealCollectorsThreeLevels(t *testing.T) {
 					t.Errorf("%s %s %s:\ngot:  %s\nwant: %s", l.name, path, q, got, want)
 				}
 			}
+		}
+	}
+
+	// Both levels evaluated aggregations at the level below: the global
+	// federator at the regions, the regions at the collectors.
+	for name, f := range map[string]*testFederator{"global": global, "eu": euFed, "us": usFed} {
+		if v := testutil.ToFloat64(f.f.engine.outcomes.WithLabelValues("pushed")); v == 0 {
+			t.Errorf("%s federator pushed no aggregation down", name)
 		}
 	}
 

@@ -521,6 +521,9 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 				}
 			}
 		}
+		// In label order, as pulled series would come: the engine's topk
+		// and bottomk break ties by the order they meet the series in.
+		slices.SortStableFunc(set, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
 		synthetic.sets[id] = set
 		sel := &parser.VectorSelector{LabelMatchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, answerLabel, id)}}
 		replaced[n.agg] = &parser.AggregateExpr{Op: reaggregate[n.agg.Op], Expr: sel, Param: n.agg.Param, Grouping: n.agg.Grouping, Without: n.agg.Without}

@@ -1,0 +1,190 @@
+package federation
+
+import (
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/thanos-io/thanos/pkg/store/labelpb"
+	"github.com/thanos-io/thanos/pkg/store/storepb/prompb"
+
+	"github.com/panorama-obs/panorama/federation/pushdown"
+)
+
+// TestDistributable: which aggregations of a query are pushed down, and
+// what the leaves are asked.
+func TestDistributable(t *testing.T) {
+	e := &pushdownEngine{f: &Federator{opts: Options{ExternalLabels: labels.FromStrings("region", "eu")}}}
+	for _, tc := range []struct {
+		query string
+		// want are the leaf queries of the pushed aggregations, outermost
+		// first ("parts:" for the partial sums of sum and avg).
+		want []string
+	}{
+		{`sum by (job) (rate(x[5m]))`, []string{`parts:rate(x[5m])`}},
+		{`histogram_quantile(0.99, sum by (le) (rate(h_bucket[5m])))`, []string{`parts:rate(h_bucket[5m])`}},
+		{`topk(10, rate(x[5m]))`, []string{`topk(10, rate(x[5m]))`}},
+		{`count without (instance) (x offset 5m)`, []string{`count without (instance) (x offset 5m)`}},
+		{`max(max_over_time(x[10m:1m]))`, []string{`max(max_over_time(x[10m:1m]))`}},
+		{`min(clamp(x, 0, 1) * 2)`, []string{`min(clamp(x, 0, 1) * 2)`}},
+		{`group by (cluster) (x @ 100)`, []string{`group by (cluster) (x @ 100.000)`}},
+		{`avg by (cluster) (x)`, []string{`parts:x`}},
+		// The federator's own label is decided here, not at the leaves.
+		{`sum(x{region="eu", job="a"})`, []string{`parts:x{job="a"}`}},
+		{`sum(x{region="us"})`, nil},
+		{`sum({region="eu"})`, nil},
+		// Nested: the inner one only.
+		{`topk(1, sum by (cluster) (rate(x[5m])))`, []string{`parts:rate(x[5m])`}},
+		// Both sides of a binary operation.
+		{`sum(up{cluster="a"}) - count(up)`, []string{`parts:up{cluster="a"}`, `count(up)`}},
+		// Not a function of each series alone, or not at the query's steps.
+		{`sum(a / b)`, nil},
+		{`sum(label_replace(x, "a", "b", "c", "d"))`, nil},
+		{`sum(vector(1))`, nil},
+		{`max_over_time(sum(x)[10m:1m])`, nil},
+		{`sum(max_over_time(x[10m:]))`, nil},
+		{`topk(scalar(y), x)`, nil},
+		{`quantile(0.5, x)`, nil},
+		{`stddev(x)`, nil},
+		{`count_values("v", x)`, nil},
+		// A sum needs one metric name (its order of summation).
+		{`sum({job="a"})`, nil},
+		{`sum by (__name__) (x)`, nil},
+		{`count({job="a"})`, []string{`count({job="a"})`}},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			expr, err := parser.ParseExpr(tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			inspectAggregations(expr, false, func(a *parser.AggregateExpr) bool {
+				n := e.distributable(a)
+				if n == nil {
+					return false
+				}
+				q := n.leafQuery
+				if n.parts {
+					q = "parts:" + q
+				}
+				got = append(got, q)
+				return true
+			})
+			if len(got) != len(tc.want) {
+				t.Fatalf("pushed %q, want %q", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("pushed %q, want %q", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestMergePartsRoundsAsOneSum: the leaves' compensated partial sums,
+// merged, give Prometheus' compensated sum over all the series in order,
+// bit for bit, where adding the leaves' rounded sums does not.
+func TestMergePartsRoundsAsOneSum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	naiveDiffers := 0
+	for trial := range 2000 {
+		nLeaves := 2 + rng.IntN(3)
+		var all []float64
+		var leaves [][]*prompb.TimeSeries
+		naive := 0.0
+		for range nLeaves {
+			n := 1 + rng.IntN(20)
+			var sum, c float64
+			for i := range n {
+				v := rng.Float64() * math.Pow(10, float64(rng.IntN(6)))
+				if rng.IntN(4) == 0 {
+					v = -v
+				}
+				all = append(all, v)
+				if i == 0 {
+					sum = v
+				} else {
+					sum, c = pushdown.KahanSumInc(v, sum, c)
+				}
+			}
+			naive += sum + c
+			part := func(p string, v float64) *prompb.TimeSeries {
+				return &prompb.TimeSeries{
+					Labels:  labelpb.ZLabelsFromPromLabels(labels.FromStrings("job", "a", pushdown.PartLabel, p)),
+					Samples: []prompb.Sample{{Timestamp: 1000, Value: v}},
+				}
+			}
+			leaves = append(leaves, []*prompb.TimeSeries{part("t", sum), part("c", c), part("n", float64(n))})
+		}
+		// Prometheus: the first value, then compensated steps, then t + c.
+		want, c := all[0], 0.0
+		for _, v := range all[1:] {
+			want, c = pushdown.KahanSumInc(v, want, c)
+		}
+		want += c
+
+		got := mergeParts(leaves, false)
+		if len(got) != 1 || len(got[0].points) != 1 || got[0].lset.String() != `{job="a"}` {
+			t.Fatalf("trial %d: merged %+v", trial, got)
+		}
+		if g := got[0].points[0].Value; g != want {
+			t.Fatalf("trial %d: merged sum %v, Prometheus' %v (%s)", trial, g, want, strconv.FormatFloat(g-want, 'g', -1, 64))
+		}
+		if naive != want {
+			naiveDiffers++
+		}
+	}
+	// The test is only worth something if the plain sum of the leaves'
+	// sums would have differed.
+	if naiveDiffers == 0 {
+		t.Error("adding the leaves' rounded sums never differed from Prometheus': the data is too easy")
+	}
+	t.Logf("adding the leaves' rounded sums differs from Prometheus' in %d of 2000 trials", naiveDiffers)
+}
+
+// TestMergePartsOneLeafMean: a group in one leaf averages exactly as
+// Prometheus' avg.
+func TestMergePartsOneLeafMean(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for trial := range 500 {
+		n := 1 + rng.IntN(30)
+		var sum, c float64
+		for i := range n {
+			v := rng.Float64() * 1e3
+			if i == 0 {
+				sum = v
+			} else {
+				sum, c = pushdown.KahanSumInc(v, sum, c)
+			}
+		}
+		want := sum/float64(n) + c/float64(n)
+		part := func(p string, v float64) *prompb.TimeSeries {
+			return &prompb.TimeSeries{Labels: labelpb.ZLabelsFromPromLabels(labels.FromStrings(pushdown.PartLabel, p)), Samples: []prompb.Sample{{Timestamp: 5, Value: v}}}
+		}
+		got := mergeParts([][]*prompb.TimeSeries{{part("t", sum), part("c", c), part("n", float64(n))}}, true)
+		if g := got[0].points[0].Value; g != want {
+			t.Fatalf("trial %d: mean %v, Prometheus' %v", trial, g, want)
+		}
+	}
+}
+
+// TestPointsSeriesStaleness: a leaf's answer missing at a step must not be
+// carried there by the engine's lookback.
+func TestPointsSeriesStaleness(t *testing.T) {
+	grid := []int64{0, 10, 20, 30}
+	s := pointsSeries(labels.FromStrings("a", "b"), []prompb.Sample{{Timestamp: 10, Value: 1}, {Timestamp: 30, Value: 3}}, nil, grid)
+	it := s.Iterator(nil)
+	var got []string
+	for it.Next() != 0 {
+		ts, v := it.At()
+		got = append(got, strconv.FormatInt(ts, 10)+"="+strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	// No point before the first answer; a staleness marker (a NaN) at 20.
+	if want := []string{"10=1", "20=NaN", "30=3"}; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Errorf("points %q, want %q", got, want)
+	}
+}
