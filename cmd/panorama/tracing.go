@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/panorama-obs/panorama/internal/server"
 	"github.com/panorama-obs/panorama/tracing"
+	"github.com/panorama-obs/panorama/tracing/store"
+	"github.com/panorama-obs/panorama/tracing/store/elasticsearch"
 )
 
 func registerTracing(app *kingpin.Application, roles map[string]setupFunc) {
@@ -34,23 +37,37 @@ func registerTracing(app *kingpin.Application, roles map[string]setupFunc) {
 	cmd.Flag("servicegraph.flush-interval", "Length of the dependency buckets written to the store (what /api/dependencies sums).").Default(model.Duration(opts.ServiceGraph.FlushInterval).String()).DurationVar(&opts.ServiceGraph.FlushInterval)
 	cmd.Flag("servicegraph.edge-wait", "How long a client or server span waits for the other half of its request before it is settled as an edge to a virtual node.").Default(model.Duration(opts.ServiceGraph.TTL).String()).DurationVar(&opts.ServiceGraph.TTL)
 	cmd.Flag("servicegraph.cluster", "Cluster named in topology IDs for resources without k8s.cluster.name.").StringVar(&opts.ServiceGraph.Cluster)
+	esCfg := elasticsearch.DefaultConfig()
+	esCfg.AddFlags(cmd)
 
 	roles[cmd.FullCommand()] = func(logCfg *promslog.Config) error {
 		opts.Retention = time.Duration(retention)
 		opts.Queue.MaxBytes = int64(queueMaxBytes)
 		opts.Receiver.MaxRequestBytes = int64(maxRequest)
-		return runTracing(promslog.New(logCfg), web, opts)
+		return runTracing(promslog.New(logCfg), web, opts, esCfg)
 	}
 }
 
 // runTracing serves the tracing role until a signal stops it.
-func runTracing(logger *slog.Logger, web *server.Flags, opts tracing.Options) error {
+func runTracing(logger *slog.Logger, web *server.Flags, opts tracing.Options, esCfg elasticsearch.Config) error {
 	reg := server.NewRegistry("tracing")
 	srv, err := server.New(logger, web, reg)
 	if err != nil {
 		return err
 	}
-	st, err := tracing.OpenEmbeddedStore(opts, logger.With("component", "store"), reg)
+	var (
+		st       store.Store
+		kind     = "embedded"
+		storeLog = logger.With("component", "store")
+	)
+	if len(esCfg.ServerURLs) == 0 {
+		st, err = tracing.OpenEmbeddedStore(opts, storeLog, reg)
+	} else {
+		kind = "elasticsearch"
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		st, err = elasticsearch.New(ctx, esCfg, storeLog, reg)
+		cancel()
+	}
 	if err != nil {
 		srv.Shutdown(err)
 		return err
@@ -68,7 +85,7 @@ func runTracing(logger *slog.Logger, web *server.Flags, opts tracing.Options) er
 	t.Register(&g)
 	g.Add(srv.Run, srv.Shutdown)
 	srv.SetReady(true)
-	logger.Info("Tracing ready", "store", "embedded", "otlp_grpc", t.GRPCAddr(), "otlp_http", t.HTTPAddr(), "jaeger_api", "http://"+srv.Addr()+"/api/services")
+	logger.Info("Tracing ready", "store", kind, "otlp_grpc", t.GRPCAddr(), "otlp_http", t.HTTPAddr(), "jaeger_api", "http://"+srv.Addr()+"/api/services")
 	err = g.Run()
 	if cerr := t.Close(); cerr != nil {
 		logger.Error("Closing the span queue or store failed", "err", cerr)
