@@ -24,15 +24,30 @@ type doc struct {
 	seq     int64
 }
 
-func parseDoc(b []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
+// parseDoc decodes a document's fields, leaving out the top-level objects
+// mapped with enabled: false (nothing can query them; a large fake holds
+// many documents). They are still checked to be valid JSON.
+func parseDoc(mappings map[string]any, b []byte) (map[string]any, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
 		return nil, err
 	}
-	if m == nil {
+	if top == nil {
 		return nil, fmt.Errorf("not an object")
+	}
+	props, _ := mappings["properties"].(map[string]any)
+	m := make(map[string]any, len(top))
+	for k, raw := range top {
+		if fm, ok := props[k].(map[string]any); ok && fm["enabled"] == false {
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		m[k] = v
 	}
 	return m, nil
 }
@@ -217,16 +232,4 @@ func keywordString(v any) string {
 		return strconv.FormatFloat(x, 'f', -1, 64)
 	}
 	return fmt.Sprint(v)
-}
-
-// stripDisabled drops the top-level objects mapped with enabled: false
-// from the parsed fields (they stay in _source): nothing can query them,
-// and a large fake holds many documents.
-func stripDisabled(mappings map[string]any, d map[string]any) {
-	props, _ := mappings["properties"].(map[string]any)
-	for k, v := range props {
-		if fm, ok := v.(map[string]any); ok && fm["enabled"] == false {
-			delete(d, k)
-		}
-	}
 }

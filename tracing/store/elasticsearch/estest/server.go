@@ -465,14 +465,13 @@ func (s *Server) put(indexName, id string, source []byte) (int, map[string]any, 
 		return 0, nil, errorf(http.StatusBadRequest, "invalid_index_name_exception", "Invalid index name [%s]", indexName)
 	}
 	ix := s.indexFor(indexName)
-	d, err := parseDoc(source)
+	d, err := parseDoc(ix.mappings, source)
 	if err != nil {
 		return 0, nil, errorf(http.StatusBadRequest, "document_parsing_exception", "[1:1] failed to parse: %v", err)
 	}
 	if err := validate(ix.mappings, d); err != nil {
 		return 0, nil, err
 	}
-	stripDisabled(ix.mappings, d)
 	s.seq++
 	status, result, version := http.StatusCreated, "created", int64(1)
 	if old, ok := ix.docs[id]; ok {
