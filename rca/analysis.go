@@ -3,6 +3,7 @@ package rca
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -47,6 +48,9 @@ type analysis struct {
 	causes [][]cause
 	// explained is the share of each item's evidence its causes take.
 	explained []float64
+	// known is explained as the topology alone has it, before latent
+	// adds the call edges guessed from correlation.
+	known []float64
 
 	absorbed []float64          // per node
 	flows    map[[2]int]float64 // (from node, to node) → evidence moved
@@ -248,6 +252,7 @@ func alertRole(kind, name string) role {
 
 func (a *analysis) score() {
 	a.explain()
+	a.known = slices.Clone(a.explained)
 	a.latent()
 	if a.infer() {
 		a.explain()

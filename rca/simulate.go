@@ -454,8 +454,14 @@ func (w *simWorld) build() {
 		}
 		nNodes := max(2, int(math.Ceil(float64(nPods)/w.uniform(4, 10))))
 		var nodes []*simNode
+		taken := map[string]bool{}
 		for range nNodes {
 			ip := fmt.Sprintf("10-%d-%d-%d", rng.IntN(4), rng.IntN(256), 2+rng.IntN(250))
+			// Two nodes of a cluster never share an address (nor an ID).
+			for taken[ip] {
+				ip = fmt.Sprintf("10-%d-%d-%d", rng.IntN(4), rng.IntN(256), 2+rng.IntN(250))
+			}
+			taken[ip] = true
 			nd := &simNode{cluster: cl, name: "ip-" + ip, ip: strings.ReplaceAll(ip, "-", "."), downAt: -1}
 			nd.id = topology.NodeID(cl, nd.name)
 			nd.cpuCap = pick(w, []float64{4, 8, 8, 16, 16, 32})

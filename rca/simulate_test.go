@@ -120,3 +120,12 @@ func TestSimulateCases(t *testing.T) {
 		t.Errorf("topology sizes from %d to %d nodes", slices.Min(sizes), slices.Max(sizes))
 	}
 }
+
+// TestSimulateUniqueNodes replays a case whose cluster once drew the same
+// node address twice, which wrote a topology with a duplicate node.
+func TestSimulateUniqueNodes(t *testing.T) {
+	c, _ := Simulate(5006, 44)
+	if err := c.Topology.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
