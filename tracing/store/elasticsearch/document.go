@@ -5,10 +5,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/panorama-obs/panorama/tracing/store"
 )
 
 // spanDoc is the document of one span in <prefix>-span-YYYY-MM-DD.
@@ -63,43 +66,6 @@ type dependencyDoc struct {
 	CallCount uint64 `json:"callCount"`
 }
 
-// kindName is Jaeger's lower-case span kind, "" for unspecified.
-func kindName(k ptrace.SpanKind) string {
-	switch k {
-	case ptrace.SpanKindInternal:
-		return "internal"
-	case ptrace.SpanKindServer:
-		return "server"
-	case ptrace.SpanKindClient:
-		return "client"
-	case ptrace.SpanKindProducer:
-		return "producer"
-	case ptrace.SpanKindConsumer:
-		return "consumer"
-	}
-	return ""
-}
-
-// statusName is the otel.status_code tag Jaeger derives from a status.
-func statusName(c ptrace.StatusCode) string {
-	switch c {
-	case ptrace.StatusCodeOk:
-		return "OK"
-	case ptrace.StatusCodeError:
-		return "ERROR"
-	}
-	return ""
-}
-
-// serviceName is the service.name resource attribute, or "unknown_service"
-// as the OpenTelemetry SDKs call a service without one.
-func serviceName(res pcommon.Resource) string {
-	if v, ok := res.Attributes().Get("service.name"); ok && v.AsString() != "" {
-		return v.AsString()
-	}
-	return "unknown_service"
-}
-
 var jsonMarshaler = &ptrace.JSONMarshaler{}
 
 // newSpanDoc builds the document of one span.
@@ -124,10 +90,10 @@ func newSpanDoc(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, sp ptrace.Span) (
 	d := spanDoc{
 		TraceID:           sp.TraceID().String(),
 		SpanID:            sp.SpanID().String(),
-		ServiceName:       serviceName(rs.Resource()),
+		ServiceName:       store.ServiceName(rs.Resource()),
 		OperationName:     sp.Name(),
-		SpanKind:          kindName(sp.Kind()),
-		StatusCode:        statusName(sp.Status().Code()),
+		SpanKind:          store.KindName(sp.Kind()),
+		StatusCode:        store.StatusCodeName(sp.Status().Code()),
 		StartTime:         start.AsTime().UTC().Format(time.RFC3339Nano),
 		StartTimeUnixNano: int64(start),
 		DurationNanos:     dur,
@@ -160,17 +126,14 @@ func searchTags(res pcommon.Resource, sp ptrace.Span) []tagDoc {
 			return true
 		})
 	}
-	if k := kindName(sp.Kind()); k != "" {
-		add("span.kind", k, "string", "derived")
+	derived := store.SyntheticTags(sp)
+	keys := make([]string, 0, len(derived))
+	for k := range derived {
+		keys = append(keys, k)
 	}
-	if c := statusName(sp.Status().Code()); c != "" {
-		add("otel.status_code", c, "string", "derived")
-	}
-	if sp.Status().Code() == ptrace.StatusCodeError {
-		add("error", "true", "bool", "derived")
-	}
-	if m := sp.Status().Message(); m != "" {
-		add("otel.status_description", m, "string", "derived")
+	sort.Strings(keys)
+	for _, k := range keys {
+		add(k, derived[k], "string", "derived")
 	}
 	addMap(sp.Attributes(), "span")
 	addMap(res.Attributes(), "resource")
