@@ -73,7 +73,7 @@ func newPushdownEngine(f *Federator, inner *promql.Engine, reg prometheus.Regist
 		logger: f.logger.With("component", "push-down"),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "panorama_federator_pushdown_aggregations_total",
-			Help: "Aggregations considered for push-down, by outcome: pushed (evaluated at the leaves), pulled (not distributable here: the series were pulled), fallback (push-down was tried and the query was answered by pulling series instead).",
+			Help: "Expressions considered for push-down (aggregations, and expressions of single series), by outcome: pushed (evaluated at the leaves), pulled (aggregations not distributable here: their series were pulled), fallback (push-down was tried and the query was answered by pulling series instead).",
 		}, []string{"outcome"}),
 		noService: map[string]time.Time{},
 	}
@@ -104,6 +104,9 @@ func (e *pushdownEngine) NewRangeQuery(ctx context.Context, q storage.Queryable,
 
 // pushNode is one aggregation to evaluate at the leaves.
 type pushNode struct {
+	// expr is what is replaced: agg, or an expression of single series
+	// (agg nil) whose answers are just the union of the leaves'.
+	expr     parser.Expr
 	agg      *parser.AggregateExpr
 	selector *parser.VectorSelector
 	// leafQuery is what each leaf evaluates: the aggregation itself, or
@@ -124,10 +127,17 @@ func (e *pushdownEngine) plan(q storage.Queryable, opts promql.QueryOpts, qs str
 	}
 	var nodes []*pushNode
 	pulled := 0
-	inspectAggregations(expr, false, func(a *parser.AggregateExpr) bool {
-		n := e.distributable(a)
+	inspect(expr, false, true, func(x parser.Expr) bool {
+		var n *pushNode
+		if a, ok := x.(*parser.AggregateExpr); ok {
+			n = e.distributable(a)
+		} else {
+			n = e.perSeriesNode(x)
+		}
 		if n == nil {
-			pulled++
+			if _, ok := x.(*parser.AggregateExpr); ok {
+				pulled++
+			}
 			return false
 		}
 		nodes = append(nodes, n)
@@ -140,33 +150,81 @@ func (e *pushdownEngine) plan(q storage.Queryable, opts promql.QueryOpts, qs str
 	return &pushdownQuery{e: e, q: q, opts: opts, expr: expr, nodes: nodes, start: start, end: end, step: step, pull: pull}
 }
 
-// inspectAggregations calls f on every aggregation that is evaluated at
-// the query's own steps (not inside a subquery), outermost first, and does
-// not descend into those f takes.
-func inspectAggregations(e parser.Expr, inSubquery bool, f func(*parser.AggregateExpr) bool) {
+// inspect calls f, outermost first, on every aggregation, and every
+// vector-valued expression of single series that is not a bare selector's
+// own argument position where it matters (bare), evaluated at the query's
+// own steps (not inside a subquery); it does not descend into those f takes.
+func inspect(e parser.Expr, inSubquery, bare bool, f func(parser.Expr) bool) {
+	if !inSubquery {
+		switch n := e.(type) {
+		case *parser.AggregateExpr:
+			if f(n) {
+				return
+			}
+		case *parser.VectorSelector, *parser.Call, *parser.BinaryExpr, *parser.UnaryExpr:
+			if bare && e.Type() == parser.ValueTypeVector {
+				if _, ok := perSeries(e); ok && f(e) {
+					return
+				}
+			}
+		}
+	}
 	switch n := e.(type) {
 	case *parser.AggregateExpr:
-		if !inSubquery && f(n) {
-			return
-		}
-		inspectAggregations(n.Expr, inSubquery, f)
+		inspect(n.Expr, inSubquery, true, f)
 		if n.Param != nil {
-			inspectAggregations(n.Param, inSubquery, f)
+			inspect(n.Param, inSubquery, true, f)
 		}
 	case *parser.BinaryExpr:
-		inspectAggregations(n.LHS, inSubquery, f)
-		inspectAggregations(n.RHS, inSubquery, f)
+		inspect(n.LHS, inSubquery, true, f)
+		inspect(n.RHS, inSubquery, true, f)
 	case *parser.Call:
+		// absent() makes its answer's labels from a selector argument:
+		// that one must stay a selector of the real series.
+		absent := n.Func.Name == "absent" || n.Func.Name == "absent_over_time"
 		for _, a := range n.Args {
-			inspectAggregations(a, inSubquery, f)
+			inspect(a, inSubquery, !absent, f)
 		}
 	case *parser.ParenExpr:
-		inspectAggregations(n.Expr, inSubquery, f)
+		inspect(n.Expr, inSubquery, bare, f)
 	case *parser.UnaryExpr:
-		inspectAggregations(n.Expr, inSubquery, f)
+		inspect(n.Expr, inSubquery, true, f)
 	case *parser.SubqueryExpr:
-		inspectAggregations(n.Expr, true, f)
+		inspect(n.Expr, true, true, f)
 	}
+}
+
+// perSeriesNode returns the push-down of an expression of single series
+// (`x`, `rate(x[5m])`, `x > 5`): each leaf evaluates it, and the answers
+// are the union of theirs, since no series is in two leaves.
+func (e *pushdownEngine) perSeriesNode(x parser.Expr) *pushNode {
+	sel, ok := perSeries(x)
+	if !ok || !e.leafMatchers(sel) {
+		return nil
+	}
+	return &pushNode{expr: x, selector: sel, leafQuery: x.String(), keepsLabel: func(string) bool { return true }}
+}
+
+// leafMatchers removes from sel the matchers on the federator's own
+// external labels, which are attached above the leaves and so decided
+// here; false when they match nothing or nothing selective is left.
+func (e *pushdownEngine) leafMatchers(sel *parser.VectorSelector) bool {
+	own := e.f.opts.ExternalLabels
+	var ms []*labels.Matcher
+	for _, m := range sel.LabelMatchers {
+		if v := own.Get(m.Name); v != "" {
+			if !m.Matches(v) {
+				return false // nothing matches; let the pull path say so
+			}
+			continue
+		}
+		ms = append(ms, m)
+	}
+	if !slices.ContainsFunc(ms, func(m *labels.Matcher) bool { return !m.Matches("") }) {
+		return false
+	}
+	sel.LabelMatchers = ms
+	return true
 }
 
 // reaggregate is how the answers of the leaves merge, per aggregation. The
@@ -209,24 +267,10 @@ func (e *pushdownEngine) distributable(a *parser.AggregateExpr) *pushNode {
 			return nil
 		}
 	}
-	// The federator's own external labels are attached above the leaves:
-	// a leaf knows nothing of them, so matchers on them are decided here.
-	own := e.f.opts.ExternalLabels
-	var ms []*labels.Matcher
-	for _, m := range sel.LabelMatchers {
-		if v := own.Get(m.Name); v != "" {
-			if !m.Matches(v) {
-				return nil // nothing matches; let the pull path say so
-			}
-			continue
-		}
-		ms = append(ms, m)
-	}
-	if !slices.ContainsFunc(ms, func(m *labels.Matcher) bool { return !m.Matches("") }) {
+	if !e.leafMatchers(sel) {
 		return nil
 	}
-	sel.LabelMatchers = ms
-	n := &pushNode{agg: a, selector: sel, parts: parts, keepsLabel: func(name string) bool {
+	n := &pushNode{agg: a, expr: a, selector: sel, parts: parts, keepsLabel: func(name string) bool {
 		switch a.Op {
 		case parser.TOPK, parser.BOTTOMK:
 			return true
@@ -418,7 +462,7 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 				return nil, err
 			}
 			pulled++
-			p.e.logger.Debug("Not pushed down", "aggregation", n.agg.String(), "reason", err)
+			p.e.logger.Debug("Not pushed down", "expression", n.expr.String(), "reason", err)
 			continue
 		}
 		for _, addr := range leaves {
@@ -502,7 +546,7 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 	// The query over the leaves' answers: each pushed aggregation becomes
 	// the re-aggregation of a selector of its answers.
 	synthetic := &answersQueryable{Queryable: p.q, sets: map[string][]storage.Series{}, warnings: *warnings}
-	replaced := map[*parser.AggregateExpr]parser.Expr{}
+	replaced := map[parser.Expr]parser.Expr{}
 	for i, n := range nodes {
 		id := strconv.Itoa(i)
 		var set []storage.Series
@@ -526,10 +570,14 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		slices.SortStableFunc(set, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
 		synthetic.sets[id] = set
 		sel := &parser.VectorSelector{LabelMatchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, answerLabel, id)}}
-		replaced[n.agg] = &parser.AggregateExpr{Op: reaggregate[n.agg.Op], Expr: sel, Param: n.agg.Param, Grouping: n.agg.Grouping, Without: n.agg.Without}
+		if n.agg == nil {
+			replaced[n.expr] = sel
+			continue
+		}
+		replaced[n.expr] = &parser.AggregateExpr{Op: reaggregate[n.agg.Op], Expr: sel, Param: n.agg.Param, Grouping: n.agg.Grouping, Without: n.agg.Without}
 	}
 	p.e.outcomes.WithLabelValues("pulled").Add(float64(pulled))
-	qs := replaceAggregations(p.expr, replaced).String()
+	qs := replaceExprs(p.expr, replaced).String()
 	var (
 		qry promql.Query
 		err error
@@ -664,30 +712,30 @@ func mergeParts(leaves [][]*prompb.TimeSeries, mean bool) []mergedGroup {
 	return out
 }
 
-// replaceAggregations returns e with the aggregations in r replaced.
-func replaceAggregations(e parser.Expr, r map[*parser.AggregateExpr]parser.Expr) parser.Expr {
+// replaceExprs returns e with the expressions in r replaced.
+func replaceExprs(e parser.Expr, r map[parser.Expr]parser.Expr) parser.Expr {
+	if x, ok := r[e]; ok {
+		return x
+	}
 	switch n := e.(type) {
 	case *parser.AggregateExpr:
-		if x, ok := r[n]; ok {
-			return x
-		}
-		n.Expr = replaceAggregations(n.Expr, r)
+		n.Expr = replaceExprs(n.Expr, r)
 		if n.Param != nil {
-			n.Param = replaceAggregations(n.Param, r)
+			n.Param = replaceExprs(n.Param, r)
 		}
 	case *parser.BinaryExpr:
-		n.LHS = replaceAggregations(n.LHS, r)
-		n.RHS = replaceAggregations(n.RHS, r)
+		n.LHS = replaceExprs(n.LHS, r)
+		n.RHS = replaceExprs(n.RHS, r)
 	case *parser.Call:
 		for i, a := range n.Args {
-			n.Args[i] = replaceAggregations(a, r)
+			n.Args[i] = replaceExprs(a, r)
 		}
 	case *parser.ParenExpr:
-		n.Expr = replaceAggregations(n.Expr, r)
+		n.Expr = replaceExprs(n.Expr, r)
 	case *parser.UnaryExpr:
-		n.Expr = replaceAggregations(n.Expr, r)
+		n.Expr = replaceExprs(n.Expr, r)
 	case *parser.SubqueryExpr:
-		n.Expr = replaceAggregations(n.Expr, r)
+		n.Expr = replaceExprs(n.Expr, r)
 	}
 	return e
 }
@@ -762,7 +810,7 @@ func (e *pushdownEngine) leavesFor(n *pushNode, dedup bool, replicas []string) (
 					if !conflict(a, b, nil) {
 						return nil, errNotPushed{fmt.Sprintf("endpoints %s and %s may hold the same series (%s, %s)", leaves[i].addr, leaves[j].addr, a, b)}
 					}
-					if n.agg.Op == parser.AVG && !conflict(a, b, n.keepsLabel) {
+					if n.agg != nil && n.agg.Op == parser.AVG && !conflict(a, b, n.keepsLabel) {
 						return nil, errNotPushed{fmt.Sprintf("a group of %s may span endpoints %s and %s", n.agg, leaves[i].addr, leaves[j].addr)}
 					}
 				}

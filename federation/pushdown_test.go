@@ -40,20 +40,29 @@ func TestDistributable(t *testing.T) {
 		{`topk(1, sum by (cluster) (rate(x[5m])))`, []string{`parts:rate(x[5m])`}},
 		// Both sides of a binary operation.
 		{`sum(up{cluster="a"}) - count(up)`, []string{`parts:up{cluster="a"}`, `count(up)`}},
-		// Not a function of each series alone, or not at the query's steps.
-		{`sum(a / b)`, nil},
-		{`sum(label_replace(x, "a", "b", "c", "d"))`, nil},
+		// Not a function of each series alone, or not at the query's
+		// steps: the expressions of single series in them are pushed.
+		{`sum(a / b)`, []string{`series:a`, `series:b`}},
+		{`sum(label_replace(x, "a", "b", "c", "d"))`, []string{`series:x`}},
 		{`sum(vector(1))`, nil},
 		{`max_over_time(sum(x)[10m:1m])`, nil},
 		{`sum(max_over_time(x[10m:]))`, nil},
-		{`topk(scalar(y), x)`, nil},
-		{`quantile(0.5, x)`, nil},
-		{`stddev(x)`, nil},
-		{`count_values("v", x)`, nil},
+		{`topk(scalar(y), x)`, []string{`series:x`, `series:y`}},
+		{`quantile(0.5, rate(x[5m]))`, []string{`series:rate(x[5m])`}},
+		{`stddev(x)`, []string{`series:x`}},
+		{`count_values("v", x > 1)`, []string{`series:x > 1`}},
 		// A sum needs one metric name (its order of summation).
-		{`sum({job="a"})`, nil},
-		{`sum by (__name__) (x)`, nil},
+		{`sum({job="a"})`, []string{`series:{job="a"}`}},
+		{`sum by (__name__) (x)`, []string{`series:x`}},
 		{`count({job="a"})`, []string{`count({job="a"})`}},
+		// Expressions of single series.
+		{`x`, []string{`series:x`}},
+		{`up == 0`, []string{`series:up == 0`}},
+		{`timestamp(x) - x`, []string{`series:timestamp(x)`, `series:x`}},
+		// absent() takes its labels from a selector: that stays.
+		{`absent(x{job="a"})`, nil},
+		{`absent(sum(x))`, []string{`parts:x`}},
+		{`absent_over_time(x[5m])`, nil},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			expr, err := parser.ParseExpr(tc.query)
@@ -61,14 +70,22 @@ func TestDistributable(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got []string
-			inspectAggregations(expr, false, func(a *parser.AggregateExpr) bool {
-				n := e.distributable(a)
+			inspect(expr, false, true, func(x parser.Expr) bool {
+				var n *pushNode
+				if a, ok := x.(*parser.AggregateExpr); ok {
+					n = e.distributable(a)
+				} else {
+					n = e.perSeriesNode(x)
+				}
 				if n == nil {
 					return false
 				}
 				q := n.leafQuery
-				if n.parts {
+				switch {
+				case n.parts:
 					q = "parts:" + q
+				case n.agg == nil:
+					q = "series:" + q
 				}
 				got = append(got, q)
 				return true
