@@ -304,12 +304,12 @@ func (f *Federator) newGRPCServer(kl log.Logger) *grpc.Server {
 	// A parent federator pushes aggregations down to this one; they are
 	// evaluated as this federator evaluates its own queries (pushing down
 	// further where it can), over the series the parent would have pulled.
-	pushdown.Register(srv, &pushdown.Server{
+	pushdown.Register(srv, &federatorEvaluator{e: f.engine, generic: &pushdown.Server{
 		Engine: f.engine,
 		Queryable: func(ctx context.Context, req *pushdown.Request) (context.Context, storage.Queryable) {
 			return WithRequestOptions(ctx, RequestOptions{PartialResponse: req.PartialResponse, Dedup: req.Dedup, ReplicaLabels: req.ReplicaLabels}), f.queryable
 		},
-	})
+	}})
 	return srv
 }
 

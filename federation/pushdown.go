@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -622,6 +623,37 @@ type mergedGroup struct {
 // of the merge, so that the result rounds as Prometheus' one compensated
 // sum over all the series does (exactly so when a group is in one leaf).
 func mergeParts(leaves [][]*prompb.TimeSeries, mean bool) []mergedGroup {
+	groups := mergePartStates(leaves)
+	out := make([]mergedGroup, len(groups))
+	for i, g := range groups {
+		points := make([]prompb.Sample, len(g.steps))
+		for j, st := range g.steps {
+			v := st.t + st.c
+			if mean {
+				v = st.t/st.n + st.c/st.n
+			}
+			points[j] = prompb.Sample{Timestamp: st.ts, Value: v}
+		}
+		out[i] = mergedGroup{lset: g.lset, points: points}
+	}
+	return out
+}
+
+// partStep is the merged state of one group's compensated sum at one
+// step: running sum, compensation (the merge's and every leaf's), count.
+type partStep struct {
+	ts      int64
+	t, c, n float64
+}
+
+type partGroup struct {
+	lset  labels.Labels
+	steps []partStep // by time
+}
+
+// mergePartStates merges the leaves' partial sums into one state per group
+// and step, itself a valid partial sum for the next level up.
+func mergePartStates(leaves [][]*prompb.TimeSeries) []partGroup {
 	type state struct {
 		t, c, cs, n float64
 		seen        bool
@@ -689,27 +721,137 @@ func mergeParts(leaves [][]*prompb.TimeSeries, mean bool) []mergedGroup {
 			}
 		}
 	}
-	out := make([]mergedGroup, 0, len(order))
+	out := make([]partGroup, 0, len(order))
 	for _, key := range order {
 		g := groups[key]
-		ts := make([]int64, 0, len(g.steps))
-		for t := range g.steps {
-			ts = append(ts, t)
+		steps := make([]partStep, 0, len(g.steps))
+		for t, st := range g.steps {
+			steps = append(steps, partStep{ts: t, t: st.t, c: st.c + st.cs, n: st.n})
 		}
-		slices.Sort(ts)
-		points := make([]prompb.Sample, len(ts))
-		for i, t := range ts {
-			st := g.steps[t]
-			c := st.c + st.cs
-			v := st.t + c
-			if mean {
-				v = st.t/st.n + c/st.n
-			}
-			points[i] = prompb.Sample{Timestamp: t, Value: v}
-		}
-		out = append(out, mergedGroup{lset: g.lset, points: points})
+		slices.SortFunc(steps, func(a, b partStep) int { return cmp.Compare(a.ts, b.ts) })
+		out = append(out, partGroup{lset: g.lset, steps: steps})
 	}
 	return out
+}
+
+// forwardParts answers a parent's request for partial sums by asking this
+// federator's own leaves for theirs and merging them, when that is safe
+// here; handled is false when the request must be evaluated here instead.
+func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request, send func(*querypb.QueryResponse) error) (handled bool, err error) {
+	if !e.f.opts.PushDown {
+		return false, nil
+	}
+	inner, err := parser.ParseExpr(req.Query)
+	if err != nil {
+		return false, nil
+	}
+	n := e.distributable(&parser.AggregateExpr{Op: parser.SUM, Expr: inner, Grouping: req.PartsGrouping, Without: req.PartsWithout})
+	if n == nil || !n.parts {
+		return false, nil
+	}
+	replicas := e.f.queryable.replicaLabelsFor(RequestOptions{ReplicaLabels: req.ReplicaLabels})
+	leaves, err := e.leavesFor(n, req.Dedup, replicas)
+	if err != nil {
+		return false, nil
+	}
+	r := *req
+	r.Query = n.leafQuery
+	if req.Dedup {
+		r.ReplicaLabels = replicas
+	}
+	answers := make([][]*prompb.TimeSeries, len(leaves))
+	warnings := make([][]string, len(leaves))
+	errs := make([]error, len(leaves))
+	var wg sync.WaitGroup
+	for i, addr := range leaves {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = e.call(ctx, addr, &r, func(resp *querypb.QueryResponse) error {
+				switch {
+				case resp.GetTimeseriesBatch() != nil:
+					answers[i] = append(answers[i], resp.GetTimeseriesBatch().Series...)
+				case resp.GetTimeseries() != nil:
+					answers[i] = append(answers[i], resp.GetTimeseries())
+				case resp.GetWarnings() != "":
+					if pushdown.IsPromQLAnnotation(resp.GetWarnings()) {
+						return errNotPushed{resp.GetWarnings()}
+					}
+					warnings[i] = append(warnings[i], resp.GetWarnings())
+				}
+				return nil
+			})
+			if status.Code(errs[i]) == codes.Unimplemented {
+				e.markNoService(addr)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			e.logger.Debug("Evaluating partial sums here instead", "query", req.Query, "reason", err)
+			return false, nil
+		}
+	}
+	e.outcomes.WithLabelValues("pushed").Inc()
+	for _, ws := range warnings {
+		for _, w := range ws {
+			if err := send(querypb.NewQueryWarningsResponse(errors.New(w))); err != nil {
+				return true, err
+			}
+		}
+	}
+	var out []*prompb.TimeSeries
+	own := e.f.opts.ExternalLabels
+	for _, g := range mergePartStates(answers) {
+		lset := g.lset
+		if !own.IsEmpty() {
+			b := labels.NewBuilder(lset)
+			own.Range(func(l labels.Label) {
+				if n.keepsLabel(l.Name) {
+					b.Set(l.Name, l.Value)
+				}
+			})
+			lset = b.Labels()
+		}
+		for _, part := range []string{"t", "c", "n"} {
+			samples := make([]prompb.Sample, len(g.steps))
+			for i, st := range g.steps {
+				v := st.t
+				switch part {
+				case "c":
+					v = st.c
+				case "n":
+					v = st.n
+				}
+				samples[i] = prompb.Sample{Timestamp: st.ts, Value: v}
+			}
+			out = append(out, &prompb.TimeSeries{Labels: labelpb.ZLabelsFromPromLabels(labels.NewBuilder(lset).Set(pushdown.PartLabel, part).Labels()), Samples: samples})
+		}
+	}
+	for start := 0; start < len(out); start += 256 {
+		if err := send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: out[start:min(start+256, len(out))]}}}); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// federatorEvaluator serves push-down to a parent federator: partial sums
+// are forwarded to this federator's own leaves when that is safe, and
+// everything else is evaluated here (pushing down further where it can).
+type federatorEvaluator struct {
+	e       *pushdownEngine
+	generic *pushdown.Server
+}
+
+func (fe *federatorEvaluator) Eval(ctx context.Context, req *pushdown.Request, send func(*querypb.QueryResponse) error) error {
+	if req.Parts {
+		if handled, err := fe.e.forwardParts(ctx, req, send); handled {
+			return err
+		}
+	}
+	return fe.generic.Eval(ctx, req, send)
 }
 
 // replaceExprs returns e with the expressions in r replaced.
