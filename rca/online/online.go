@@ -293,11 +293,10 @@ func (c *Capturer) fetchSeries(ctx context.Context, g *topology.Graph, start, en
 		jobs = append(jobs, job{name: s.Name, query: s.query(sc, c.cfg.Lookback, rateWindow)})
 	}
 	alertLookback := max(step, time.Minute)
-	sel := sc.matchers("", true)
 	if wantAlerts {
 		jobs = append(jobs,
-			job{name: "ALERTS", query: fmt.Sprintf(`last_over_time(ALERTS{alertstate="firing",%s}[%s])`, sel, promDuration(alertLookback)), alerts: true},
-			job{name: "ALERTS_FOR_STATE", query: fmt.Sprintf(`last_over_time(ALERTS_FOR_STATE{%s}[%s])`, sel, promDuration(alertLookback)), alerts: true})
+			job{name: "ALERTS", query: sc.alertsQuery(alertLookback), alerts: true},
+			job{name: "ALERTS_FOR_STATE", query: sc.forStateQuery(alertLookback), alerts: true})
 	}
 
 	results := make([]model.Matrix, len(jobs))

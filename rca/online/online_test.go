@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/panorama-obs/panorama/rca"
 )
@@ -358,4 +359,22 @@ func keys(m map[string]rca.Series) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestQueriesParse checks every query a capture sends with PromQL's own
+// parser, with and without label values to restrict it.
+func TestQueriesParse(t *testing.T) {
+	for _, sc := range []scope{{}, {clusters: []string{"east", "we.st"}, namespaces: []string{"shop", "a|b"}}} {
+		for _, s := range append(DefaultSignals(), Signal{Name: "queue_depth"}) {
+			q := s.query(sc, 15*time.Second, 2*time.Minute)
+			if _, err := parser.ParseExpr(q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+		for _, q := range []string{sc.alertsQuery(time.Minute), sc.forStateQuery(time.Minute)} {
+			if _, err := parser.ParseExpr(q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	}
 }

@@ -133,6 +133,17 @@ func (sg Signal) query(sc scope, lookback, rateWindow time.Duration) string {
 	return fmt.Sprintf("%s or on (%s) (%s)", q, by, fb)
 }
 
+// alertsQuery reads the firing alerts as rule engines record them, in the
+// topology's clusters or in none (rules evaluated above the clusters).
+func (s scope) alertsQuery(lookback time.Duration) string {
+	return fmt.Sprintf(`last_over_time(ALERTS{alertstate="firing",%s}[%s])`, s.matchers("", true), promDuration(lookback))
+}
+
+// forStateQuery reads when each alert became active.
+func (s scope) forStateQuery(lookback time.Duration) string {
+	return fmt.Sprintf(`last_over_time(ALERTS_FOR_STATE{%s}[%s])`, s.matchers("", true), promDuration(lookback))
+}
+
 func (sg Signal) validate() error {
 	if !metricName.MatchString(sg.Name) {
 		return fmt.Errorf("signal %q: not a metric name", sg.Name)
