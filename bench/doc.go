@@ -13,6 +13,10 @@
 //	PANORAMA_BENCH_WINDOW          ingest: measured window (2m)
 //	PANORAMA_BENCH_QUERY_TARGETS   query: targets of 1,000 series loaded by remote write (200)
 //	PANORAMA_BENCH_QUERY_ROUNDS    query: measured rounds, each query once against each server (25)
+//	PANORAMA_BENCH_FED_LEAVES      federator: collectors (leaves) (10)
+//	PANORAMA_BENCH_FED_TARGETS_PER_LEAF federator: targets of 1,000 series per leaf (20)
+//	PANORAMA_BENCH_FED_ROUNDS      federator: measured rounds, each query once against each server (9)
+//	PANORAMA_THANOS                Thanos binary for the Thanos Querier (<repo>/.cache/bin/thanos)
 //	PANORAMA_BENCH_BINARY          a panorama binary to use instead of building ./cmd/panorama
 //	PANORAMA_BENCH_COLLECTOR_ENV   extra environment of the collector process, e.g. GOGC=75
 //	PANORAMA_PROMETHEUS            reference Prometheus binary (<repo>/.cache/bin/prometheus)
