@@ -53,6 +53,7 @@ func registerRCA(app *kingpin.Application, roles map[string]setupFunc) {
 	)
 	capture.Flag("federator", "Base URL of the federator (or any Prometheus HTTP API), e.g. http://federator:9091.").Required().StringVar(&capCfg.FederatorURL)
 	capture.Flag("topology", "URL of a topology block ({\"nodes\",\"edges\"}): a collector's or tracing's /api/v1/topology. Repeatable; the blocks are merged.").Required().StringsVar(&capCfg.TopologyURLs)
+	capture.Flag("alertmanager", "Base URL of an Alertmanager API v2 whose alerts join the federator's ALERTS (only for incidents in progress: it holds only active and recently resolved alerts).").StringVar(&capCfg.AlertmanagerURL)
 	capture.Flag("at", "When the incident was detected: RFC 3339 (2026-11-23T04:40:15Z) or Unix seconds.").Required().StringVar(&capAt)
 	capture.Flag("window", "How much time the case covers: three quarters before --at, a quarter after (never past now).").Default("30m").DurationVar(&capCfg.Window)
 	capture.Flag("step", "Sampling interval of the case (query_range step).").Default("15s").DurationVar(&capCfg.Step)

@@ -48,6 +48,11 @@ type Config struct {
 	Lookback time.Duration
 	// Timeout bounds a whole capture; 1 min when zero.
 	Timeout time.Duration
+	// AlertmanagerURL, when set, is an Alertmanager API v2 (Alertmanager,
+	// or Panorama's alerting role) whose alerts join the federator's
+	// ALERTS for incidents given without alerts. It holds only active and
+	// recently resolved alerts: it serves incidents in progress.
+	AlertmanagerURL string
 	// Signals are the metric families read; DefaultSignals when nil.
 	Signals []Signal
 	// ExtraMetrics are more metric names to read as they are, for nodes of
@@ -64,7 +69,8 @@ type Incident struct {
 	// Name names the case; "incident at <time>" when empty.
 	Name string
 	// Alerts are the incident's alerts. When nil, the alerts firing in the
-	// window are read from the federator's ALERTS series.
+	// window are read from the federator's ALERTS series and, when
+	// configured, from Alertmanager.
 	Alerts []rca.Alert
 	// DetectedAt is when the incident was noticed; the earliest alert start
 	// when zero.
@@ -191,6 +197,18 @@ func (c *Capturer) Capture(ctx context.Context, inc Incident) (*rca.Case, error)
 	cs.Warnings = append(cs.Warnings, warnings...)
 	if inc.Alerts == nil {
 		cs.Alerts = alerts
+		if c.cfg.AlertmanagerURL != "" {
+			am, err := fetchAlertmanager(ctx, c.cfg.Client, c.cfg.AlertmanagerURL, start, end, c.cfg.Now())
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				cs.Warnings = append(cs.Warnings, fmt.Sprintf("%v; the alerts are the federator's ALERTS only", err))
+			}
+			// Alertmanager's copy of an alert has its annotations and
+			// exact start: it wins over the one read from ALERTS.
+			cs.Alerts = mergeAlerts(am, alerts)
+		}
 	}
 	if m == nil {
 		cs.Warnings = append(cs.Warnings, "no metrics: ranking on topology and alerts only")

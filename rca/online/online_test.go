@@ -378,3 +378,65 @@ func TestQueriesParse(t *testing.T) {
 		}
 	}
 }
+
+func TestCaptureMergesAlertmanager(t *testing.T) {
+	now := detected.Add(5 * time.Minute)
+	prom := &fakeProm{series: map[string][]fakeSeries{
+		"ALERTS": {
+			{labels: map[string]string{"__name__": "ALERTS", "alertname": "HighLatency", "alertstate": "firing", "cluster": "east", "namespace": "shop", "service": "cart"},
+				value: func(t time.Time) (float64, bool) { return 1, !t.Before(detected) }},
+			{labels: map[string]string{"__name__": "ALERTS", "alertname": "NodeDown", "alertstate": "firing", "cluster": "east", "node": "n1"},
+				value: func(t time.Time) (float64, bool) { return 1, !t.Before(detected) }},
+		},
+	}}
+	am := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v2/alerts" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintf(w, `[
+ {"labels": {"alertname": "HighLatency", "cluster": "east", "namespace": "shop", "service": "cart"}, "annotations": {"summary": "p99 above 1s"},
+  "startsAt": %q, "endsAt": %q, "status": {"state": "active"}, "fingerprint": "a"},
+ {"labels": {"alertname": "KubePodCrashLooping", "cluster": "east", "namespace": "shop", "pod": "cart-1"}, "annotations": {},
+  "startsAt": %q, "endsAt": %q, "status": {"state": "active"}, "fingerprint": "b"},
+ {"labels": {"alertname": "Later", "cluster": "east"}, "startsAt": %q, "endsAt": %q, "fingerprint": "c"},
+ {"labels": {"alertname": "LongGone", "cluster": "east"}, "startsAt": %q, "endsAt": %q, "fingerprint": "d"}
+]`, detected.Add(-20*time.Second).Format(time.RFC3339), now.Add(4*time.Minute).Format(time.RFC3339),
+			detected.Add(-time.Minute).Format(time.RFC3339), now.Add(4*time.Minute).Format(time.RFC3339),
+			now.Add(time.Hour).Format(time.RFC3339), now.Add(2*time.Hour).Format(time.RFC3339),
+			detected.Add(-5*time.Hour).Format(time.RFC3339), detected.Add(-4*time.Hour).Format(time.RFC3339))
+	}))
+	c, err := New(Config{FederatorURL: serve(t, prom), TopologyURLs: []string{serveBlock(t, block)}, AlertmanagerURL: am,
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := c.Capture(context.Background(), Incident{DetectedAt: detected})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range cs.Alerts {
+		names = append(names, a.Labels["alertname"])
+		if !a.EndsAt.IsZero() {
+			t.Errorf("%s: endsAt %v; an active alert has none", a.Labels["alertname"], a.EndsAt)
+		}
+		if a.Labels["alertname"] == "HighLatency" && (a.Annotations["summary"] == "" || !a.StartsAt.Equal(detected.Add(-20*time.Second))) {
+			t.Errorf("HighLatency is ALERTS' copy, not Alertmanager's: %+v", a)
+		}
+	}
+	if want := "KubePodCrashLooping HighLatency NodeDown"; strings.Join(names, " ") != want {
+		t.Errorf("alerts %v, want %s", names, want)
+	}
+
+	// An Alertmanager that fails leaves ALERTS' alerts and a warning.
+	c, _ = New(Config{FederatorURL: serve(t, prom), TopologyURLs: []string{serveBlock(t, block)}, AlertmanagerURL: serve(t, http.NotFoundHandler()),
+		Now: func() time.Time { return now }})
+	cs, err = c.Capture(context.Background(), Incident{DetectedAt: detected})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs.Alerts) != 2 || !strings.Contains(strings.Join(cs.Warnings, "\n"), "HTTP 404 Not Found: 404 page not found; the alerts are the federator's ALERTS only") {
+		t.Errorf("alerts %d, warnings %v", len(cs.Alerts), cs.Warnings)
+	}
+}
