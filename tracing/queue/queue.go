@@ -45,11 +45,14 @@ type Options struct {
 	SegmentBytes int64
 	// MinBackoff and MaxBackoff bound the wait between store attempts.
 	MinBackoff, MaxBackoff time.Duration
+	// MaxBatchSpans bounds the spans of queued requests merged into one
+	// store write (a request is never split).
+	MaxBatchSpans int
 }
 
 // DefaultOptions returns the defaults the tracing role uses.
 func DefaultOptions() Options {
-	return Options{MaxBytes: 1 << 30, SegmentBytes: 16 << 20, MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second}
+	return Options{MaxBytes: 1 << 30, SegmentBytes: 16 << 20, MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, MaxBatchSpans: 16384}
 }
 
 // A record is a header, then an OTLP ExportTraceServiceRequest in protobuf:
@@ -94,6 +97,9 @@ func Open(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Queue,
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = d.MinBackoff
+	}
+	if opts.MaxBatchSpans <= 0 {
+		opts.MaxBatchSpans = d.MaxBatchSpans
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = max(d.MaxBackoff, opts.MinBackoff)
@@ -437,32 +443,90 @@ func (q *Queue) consume(w store.Writer) {
 			q.skipSegment(seg, off)
 			continue
 		}
-		if !q.store(ctx, w, td) {
+		// When more records wait behind this one, they go to the store in
+		// the same write: one sync for many requests.
+		recs, end, nspans := []ptrace.Traces{td}, off+size, int64(spans)
+		for len(recs) < maxMergeRecords && nspans < int64(q.opts.MaxBatchSpans) && q.available(seg, end) {
+			next, nsize, ns, err := readRecord(r, end)
+			if err != nil {
+				break // the next round handles it
+			}
+			recs = append(recs, next)
+			end += nsize
+			nspans += int64(ns)
+		}
+		if !q.storeAll(ctx, w, recs) {
 			return
 		}
-		q.advance(seg, off+size, int64(spans), size)
+		q.advance(seg, end, nspans, end-off)
 	}
 }
 
-// store writes td until it succeeds or fails permanently; false means the
-// queue was closed meanwhile.
+// maxMergeRecords bounds the records merged into one store write.
+const maxMergeRecords = 64
+
+// available says whether a whole record may start at off in seg.
+func (q *Queue) available(seg uint64, off int64) bool {
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	return seg < q.wSeg || off < q.wSize
+}
+
+// storeAll writes the records as one batch; if the store refuses it for
+// good, each record is written alone so that only the bad ones are dropped.
+func (q *Queue) storeAll(ctx context.Context, w store.Writer, recs []ptrace.Traces) bool {
+	if len(recs) == 1 {
+		return q.store(ctx, w, recs[0])
+	}
+	merged := ptrace.NewTraces()
+	for _, td := range recs {
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			td.ResourceSpans().At(i).CopyTo(merged.ResourceSpans().AppendEmpty())
+		}
+	}
+	ok, permanent := q.retry(ctx, w, merged)
+	if !ok {
+		return false
+	}
+	if permanent == nil {
+		return true
+	}
+	for _, td := range recs {
+		if !q.store(ctx, w, td) {
+			return false
+		}
+	}
+	return true
+}
+
+// store writes td until it succeeds or fails permanently (then it is
+// dropped and counted); false means the queue was closed meanwhile.
 func (q *Queue) store(ctx context.Context, w store.Writer, td ptrace.Traces) bool {
+	ok, permanent := q.retry(ctx, w, td)
+	if permanent != nil {
+		q.logger.Error("The span store refused a batch for good; dropping it", "spans", td.SpanCount(), "err", permanent)
+		q.spansDropped.WithLabelValues("permanent").Add(float64(td.SpanCount()))
+	}
+	return ok
+}
+
+// retry writes td with exponential backoff until it is stored (ok, nil) or
+// refused for good (ok, the error); ok is false when the queue was closed.
+func (q *Queue) retry(ctx context.Context, w store.Writer, td ptrace.Traces) (ok bool, permanent error) {
 	backoff := q.opts.MinBackoff
 	for {
 		err := w.WriteTraces(ctx, td)
 		if err == nil {
 			q.spansStored.Add(float64(td.SpanCount()))
-			return true
+			return true, nil
 		}
 		if store.IsPermanent(err) {
-			q.logger.Error("The span store refused a batch for good; dropping it", "spans", td.SpanCount(), "err", err)
-			q.spansDropped.WithLabelValues("permanent").Add(float64(td.SpanCount()))
-			return true
+			return true, err
 		}
 		q.failures.Inc()
 		q.logger.Warn("Writing spans to the store failed; retrying", "spans", td.SpanCount(), "backoff", backoff, "err", err)
 		if !q.sleep(backoff) {
-			return false
+			return false, nil
 		}
 		backoff = min(backoff*2, q.opts.MaxBackoff)
 	}

@@ -43,26 +43,26 @@ type recorder struct {
 	mtx   sync.Mutex
 	spans []string
 	calls int
-	fail  func(call int) error
-	got   chan struct{}
+	fail  func(call int, td ptrace.Traces) error
 }
 
-func newRecorder() *recorder { return &recorder{got: make(chan struct{}, 1<<16)} }
+func newRecorder() *recorder { return &recorder{} }
 
 func (r *recorder) WriteTraces(_ context.Context, td ptrace.Traces) error {
 	r.mtx.Lock()
 	defer r.mtx.Unlock()
 	r.calls++
 	if r.fail != nil {
-		if err := r.fail(r.calls); err != nil {
+		if err := r.fail(r.calls, td); err != nil {
 			return err
 		}
 	}
-	ss := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
-	for i := 0; i < ss.Len(); i++ {
-		r.spans = append(r.spans, ss.At(i).SpanID().String())
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		ss := td.ResourceSpans().At(i).ScopeSpans().At(0).Spans()
+		for j := 0; j < ss.Len(); j++ {
+			r.spans = append(r.spans, ss.At(j).SpanID().String())
+		}
 	}
-	r.got <- struct{}{}
 	return nil
 }
 
@@ -110,6 +110,12 @@ func TestDeliversInOrderExactlyOnce(t *testing.T) {
 	r := newRecorder()
 	q.Start(r)
 	waitFor(t, "500 spans stored", func() bool { return r.count() == 500 })
+	r.mtx.Lock()
+	calls := r.calls
+	r.mtx.Unlock()
+	if calls >= 50 {
+		t.Errorf("%d store writes for 50 queued requests, want them merged", calls)
+	}
 	waitFor(t, "queue drained", func() bool { b, s := q.Pending(); return b == 0 && s == 0 })
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
@@ -171,7 +177,9 @@ func TestFullRefusesThenAcceptsAgain(t *testing.T) {
 
 func TestReplayAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	q, err := Open(opts(dir), nil, nil)
+	o := opts(dir)
+	o.MaxBatchSpans = 1 // one request per store write
+	q, err := Open(o, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,15 +190,15 @@ func TestReplayAfterRestart(t *testing.T) {
 	}
 	// The store takes 8 batches, then is down when the process stops.
 	r := newRecorder()
-	r.fail = func(call int) error {
-		if call > 8 {
+	r.fail = func(_ int, _ ptrace.Traces) error {
+		if len(r.spans) >= 40 { // 8 requests stored
 			return errors.New("connection refused")
 		}
 		return nil
 	}
 	q.Start(r)
 	waitFor(t, "8 batches stored", func() bool { return r.count() == 40 })
-	waitFor(t, "a failed attempt", func() bool { r.mtx.Lock(); defer r.mtx.Unlock(); return r.calls > 9 })
+	waitFor(t, "a failed attempt", func() bool { r.mtx.Lock(); defer r.mtx.Unlock(); return r.calls > 2 })
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -238,12 +246,14 @@ func TestPermanentErrorsAreDroppedAndCounted(t *testing.T) {
 	}
 	defer q.Close()
 	r := newRecorder()
-	r.fail = func(call int) error {
-		switch call {
-		case 1:
-			return store.Permanent(errors.New("mapping conflict"))
-		case 2, 3:
+	// The store is unavailable twice, and refuses the batch holding the
+	// first request's spans for good.
+	r.fail = func(call int, td ptrace.Traces) error {
+		if call <= 2 {
 			return errors.New("503")
+		}
+		if td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).SpanID() == batch(4, 0, 1).ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).SpanID() {
+			return store.Permanent(errors.New("mapping conflict"))
 		}
 		return nil
 	}

@@ -90,7 +90,15 @@ func Open(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Store,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	popts := &pebble.Options{Logger: pebbleLogger{logger}}
+	popts := &pebble.Options{
+		Logger: pebbleLogger{logger},
+		// Spans arrive in large batches and are rarely updated: bigger
+		// memtables and a bigger base level mean fewer, larger flushes and
+		// less rewriting by compactions.
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 4,
+		LBaseMaxBytes:               512 << 20,
+	}
 	popts.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionBalanced })
 	db, err := pebble.Open(opts.Dir, popts)
 	if err != nil {
