@@ -123,8 +123,13 @@ type pushNode struct {
 
 func (e *pushdownEngine) plan(q storage.Queryable, opts promql.QueryOpts, qs string, pull promql.Query, start, end time.Time, step time.Duration) promql.Query {
 	expr, err := parser.ParseExpr(qs)
-	if err != nil {
+	if err != nil || (step != 0 && step.Milliseconds() == 0) {
+		// (A range query's step is sent in milliseconds.)
 		return pull
+	}
+	if opts == nil {
+		// As Prometheus' engine, for callers such as rule evaluation.
+		opts = promql.NewPrometheusQueryOpts(false, 0)
 	}
 	var nodes []*pushNode
 	pulled := 0

@@ -1,12 +1,17 @@
 package federation
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
+	"sort"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"github.com/thanos-io/thanos/pkg/store/storepb/prompb"
@@ -203,5 +208,72 @@ func TestPointsSeriesStaleness(t *testing.T) {
 	// No point before the first answer; a staleness marker (a NaN) at 20.
 	if want := []string{"10=1", "20=NaN", "30=3"}; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
 		t.Errorf("points %q, want %q", got, want)
+	}
+}
+
+// TestPushDownEngineInProcess: the federator's engine as a role in the
+// same process uses it (rule evaluation passes no query options) pushes
+// down to real collectors and answers as without push-down, instant and
+// range, including a step that is not a whole second.
+func TestPushDownEngineInProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two collectors and two federators")
+	}
+	var addrs []string
+	for i, cluster := range []string{"east", "west"} {
+		rc := startCollector(t, cluster)
+		rc.write(t, workload(float64(i+1)))
+		addrs = append(addrs, rc.c.GRPCAddr())
+	}
+	push := startFederator(t, testOptions(addrs...))
+	pullOpts := testOptions(addrs...)
+	pullOpts.PushDown = false
+	pull := startFederator(t, pullOpts)
+	ctx := context.Background()
+	at := time.UnixMilli(ts(30))
+	for _, q := range []string{
+		`sum by (code) (rate(http_requests_total[5m]))`,
+		`topk(2, http_requests_total)`,
+		`count(up) * 2`,
+	} {
+		eval := func(f *testFederator, rangeQuery bool) string {
+			t.Helper()
+			var (
+				qry promql.Query
+				err error
+			)
+			if rangeQuery {
+				qry, err = f.f.Engine().NewRangeQuery(ctx, f.f.Queryable(), nil, q, at.Add(-5*time.Minute), at, 7500*time.Millisecond)
+			} else {
+				qry, err = f.f.Engine().NewInstantQuery(ctx, f.f.Queryable(), nil, q, at)
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			defer qry.Close()
+			res := qry.Exec(ctx)
+			if res.Err != nil {
+				t.Fatalf("%s: %v", q, res.Err)
+			}
+			if m, ok := res.Value.(promql.Matrix); ok {
+				sort.Sort(m)
+			}
+			if v, ok := res.Value.(promql.Vector); ok {
+				sort.Slice(v, func(i, j int) bool { return labels.Compare(v[i].Metric, v[j].Metric) < 0 })
+			}
+			return res.Value.String()
+		}
+		for _, rangeQuery := range []bool{false, true} {
+			got, want := eval(push, rangeQuery), eval(pull, rangeQuery)
+			if got != want || want == "" {
+				t.Errorf("%s (range %v): with push-down\n%s\nwithout\n%s", q, rangeQuery, got, want)
+			}
+		}
+	}
+	if v := testutil.ToFloat64(push.f.engine.outcomes.WithLabelValues("pushed")); v < 6 {
+		t.Errorf("%v expressions pushed down, want every query's", v)
+	}
+	if v := testutil.ToFloat64(push.f.engine.outcomes.WithLabelValues("fallback")); v != 0 {
+		t.Errorf("%v expressions fell back to pulling", v)
 	}
 }
