@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -62,7 +63,7 @@ func replayCase(t *testing.T, c *rca.Case, truth *rca.Truth) {
 	dataEnd := time.Now().Add(-time.Minute).Truncate(step)
 	dataStart := dataEnd.Add(-time.Duration(n-1) * step)
 	shift := time.Duration((float64(dataStart.UnixMilli())/1000 - m.Start) * float64(time.Second))
-	at := time.UnixMilli(int64(c.DetectedAt*1000)).Add(shift)
+	at := time.UnixMilli(int64(c.DetectedAt * 1000)).Add(shift)
 
 	// One collector per cluster, labelled as the collectors of a real
 	// installation are.
@@ -341,4 +342,121 @@ func runPanorama(t *testing.T, args ...string) (string, string) {
 		t.Fatalf("panorama %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return stdout.String(), stderr.String()
+}
+
+// TestRCACaptureFromExporters captures a cluster whose pods and nodes are
+// measured only by the standard exporters (cAdvisor, kube-state-metrics,
+// node-exporter), not by series named as the formats README names them:
+// the capture's fallback queries must turn them into the README's series
+// through a real federator's PromQL, beside a pod that has the README's
+// name itself.
+func TestRCACaptureFromExporters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	col := StartCollector(t, "global:\n  external_labels:\n    cluster: east\nscrape_configs: []\n", CollectorOptions{})
+
+	const step = 15 * time.Second
+	end := time.Now().Add(-30 * time.Second).Truncate(step)
+	start := end.Add(-40 * time.Minute)
+	var series []prompb.TimeSeries
+	add := func(f func(i int, t time.Time) float64, kv ...string) {
+		s := prompb.TimeSeries{Labels: lbls(kv...)}
+		for i := 0; !start.Add(time.Duration(i) * step).After(end); i++ {
+			tt := start.Add(time.Duration(i) * step)
+			s.Samples = append(s.Samples, prompb.Sample{Timestamp: tt.UnixMilli(), Value: f(i, tt)})
+		}
+		series = append(series, s)
+	}
+	secs := func(i int) float64 { return float64(i) * step.Seconds() }
+	// cart-1: 0.5 cores over two containers, as cAdvisor counts them.
+	for _, c := range []string{"app", "sidecar"} {
+		add(func(i int, _ time.Time) float64 { return 0.25 * secs(i) },
+			"__name__", "container_cpu_usage_seconds_total", "job", "cadvisor", "namespace", "shop", "pod", "cart-1", "container", c)
+	}
+	// cAdvisor's pod-level series (no container) must not count twice.
+	add(func(i int, _ time.Time) float64 { return 0.5 * secs(i) },
+		"__name__", "container_cpu_usage_seconds_total", "job", "cadvisor", "namespace", "shop", "pod", "cart-1", "container", "")
+	add(func(int, time.Time) float64 { return 3 },
+		"__name__", "kube_pod_container_status_restarts_total", "job", "ksm", "namespace", "shop", "pod", "cart-1", "container", "app")
+	// cart-2 has the README's own name, and cAdvisor's too: its own wins.
+	add(func(int, time.Time) float64 { return 0.75 }, "__name__", "cpu_usage_cores", "job", "rules", "namespace", "shop", "pod", "cart-2")
+	add(func(i int, _ time.Time) float64 { return 2 * secs(i) },
+		"__name__", "container_cpu_usage_seconds_total", "job", "cadvisor", "namespace", "shop", "pod", "cart-2", "container", "app")
+	// n1: ready, and 4 CPUs idle three quarters of the time.
+	add(func(int, time.Time) float64 { return 1 },
+		"__name__", "kube_node_status_condition", "job", "ksm", "node", "n1", "condition", "Ready", "status", "true")
+	for _, cpu := range []string{"0", "1", "2", "3"} {
+		add(func(i int, _ time.Time) float64 { return 0.75 * secs(i) },
+			"__name__", "node_cpu_seconds_total", "job", "node", "node", "n1", "cpu", cpu, "mode", "idle")
+	}
+	res, err := RemoteWrite(ctx, http.DefaultClient, col.URL+"/api/v1/write", series)
+	if err != nil || res.Status/100 != 2 {
+		t.Fatalf("remote write: %v %+v", err, res)
+	}
+	fed := StartFederator(t, "--endpoint="+col.GRPCAddr)
+	Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+		v, err := fed.API.Vector(ctx, `count(last_over_time(node_cpu_seconds_total[10m]))`, time.Now())
+		if err != nil || len(v) == 0 {
+			return fmt.Errorf("the federator has no node_cpu_seconds_total yet: %v", err)
+		}
+		return nil
+	})
+	topo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"nodes": [
+ {"id": "cluster/east", "kind": "cluster"},
+ {"id": "node/east/n1", "kind": "node", "cluster": "east", "labels": {"node": "n1"}},
+ {"id": "pod/east/shop/cart-1", "kind": "pod", "cluster": "east", "labels": {"namespace": "shop", "pod": "cart-1", "node": "n1"}},
+ {"id": "pod/east/shop/cart-2", "kind": "pod", "cluster": "east", "labels": {"namespace": "shop", "pod": "cart-2", "node": "n1"}}
+], "edges": [
+ {"from": "pod/east/shop/cart-1", "to": "node/east/n1", "kind": "runs_on"},
+ {"from": "pod/east/shop/cart-2", "to": "node/east/n1", "kind": "runs_on"}
+]}`))
+	}))
+	t.Cleanup(topo.Close)
+
+	cap, err := online.New(online.Config{FederatorURL: fed.URL, TopologyURLs: []string{topo.URL}, Step: step, Window: 20 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := cap.Capture(ctx, online.Incident{DetectedAt: end.Add(-5 * time.Minute), Alerts: []rca.Alert{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.Metrics == nil {
+		t.Fatalf("no metrics; warnings %v", cs.Warnings)
+	}
+	got := map[string][]float64{}
+	for _, s := range cs.Metrics.Series {
+		got[s.Node+" "+s.Name] = s.Values
+	}
+	for key, want := range map[string]float64{
+		"pod/east/shop/cart-1 cpu_usage_cores": 0.5,
+		"pod/east/shop/cart-1 restarts_total":  3,
+		"pod/east/shop/cart-2 cpu_usage_cores": 0.75,
+		"node/east/n1 ready":                   1,
+		"node/east/n1 cpu_utilization":         0.25,
+	} {
+		vals, ok := got[key]
+		if !ok {
+			t.Errorf("no series %s; warnings %v", key, cs.Warnings)
+			continue
+		}
+		n := 0
+		for _, v := range vals {
+			if math.IsNaN(v) {
+				continue
+			}
+			n++
+			if math.Abs(v-want) > 1e-6 {
+				t.Errorf("%s: %v, want %v", key, v, want)
+				break
+			}
+		}
+		if n < len(vals)*9/10 {
+			t.Errorf("%s: %d of %d samples", key, n, len(vals))
+		}
+	}
+	if len(got) != 5 {
+		t.Errorf("series %v, want the five above", slices.Sorted(maps.Keys(got)))
+	}
 }
