@@ -86,16 +86,12 @@ type scope struct {
 const maxAlternatives = 200
 
 // selector returns the label matchers for a signal of kind, to put inside
-// braces (empty when nothing restricts it).
+// braces (empty when nothing restricts it): the topology's clusters, or no
+// cluster label at all (a single Prometheus without external labels as the
+// federator), and for pods and services their namespaces.
 func (s scope) selector(kind string) string {
-	return s.matchers(kind, false)
-}
-
-// matchers is selector; with orUnset, series without the labels match too
-// (alerts of rules evaluated above the clusters).
-func (s scope) matchers(kind string, orUnset bool) string {
 	var parts []string
-	add := func(label string, values []string) {
+	add := func(label string, values []string, orUnset bool) {
 		if len(values) == 0 || len(values) > maxAlternatives {
 			return
 		}
@@ -108,9 +104,9 @@ func (s scope) matchers(kind string, orUnset bool) string {
 		}
 		parts = append(parts, fmt.Sprintf("%s=~%q", label, strings.Join(quoted, "|")))
 	}
-	add("cluster", s.clusters)
+	add("cluster", s.clusters, true)
 	if kind == "pod" || kind == "service" {
-		add("namespace", s.namespaces)
+		add("namespace", s.namespaces, false)
 	}
 	return strings.Join(parts, ",")
 }
@@ -134,14 +130,15 @@ func (sg Signal) query(sc scope, lookback, rateWindow time.Duration) string {
 }
 
 // alertsQuery reads the firing alerts as rule engines record them, in the
-// topology's clusters or in none (rules evaluated above the clusters).
+// topology's clusters or in none (rules evaluated above the clusters, a
+// Prometheus without external labels).
 func (s scope) alertsQuery(lookback time.Duration) string {
-	return fmt.Sprintf(`last_over_time(ALERTS{alertstate="firing",%s}[%s])`, s.matchers("", true), promDuration(lookback))
+	return fmt.Sprintf(`last_over_time(ALERTS{alertstate="firing",%s}[%s])`, s.selector(""), promDuration(lookback))
 }
 
 // forStateQuery reads when each alert became active.
 func (s scope) forStateQuery(lookback time.Duration) string {
-	return fmt.Sprintf(`last_over_time(ALERTS_FOR_STATE{%s}[%s])`, s.matchers("", true), promDuration(lookback))
+	return fmt.Sprintf(`last_over_time(ALERTS_FOR_STATE{%s}[%s])`, s.selector(""), promDuration(lookback))
 }
 
 func (sg Signal) validate() error {
