@@ -251,14 +251,15 @@ func (s *Store) writeSpan(b *pebble.Batch, rs ptrace.ResourceSpans, ss ptrace.Sc
 	tail = append(tail, tid[:]...)
 	tail = append(tail, sid[:]...)
 
+	kb := &keyBuilder{b: make([]byte, 0, 128)}
 	set := func(k *keyBuilder) error { return b.Set(k.raw(tail).b, dur[:], nil) }
-	if err := set(newKey(tableService, p).str(svc)); err != nil {
+	if err := set(kb.reset(tableService, p).str(svc)); err != nil {
 		return nil, err
 	}
-	if err := set(newKey(tableOperation, p).str(svc).str(span.Name())); err != nil {
+	if err := set(kb.reset(tableOperation, p).str(svc).str(span.Name())); err != nil {
 		return nil, err
 	}
-	seen := map[[2]string]struct{}{}
+	seen := make(map[[2]string]struct{}, span.Attributes().Len()+4)
 	indexTag := func(k, v string) error {
 		if len(v) > s.opts.MaxIndexedValueLength {
 			return nil
@@ -267,7 +268,7 @@ func (s *Store) writeSpan(b *pebble.Batch, rs ptrace.ResourceSpans, ss ptrace.Sc
 			return nil
 		}
 		seen[[2]string{k, v}] = struct{}{}
-		return set(newKey(tableTag, p).str(svc).str(k).str(v))
+		return set(kb.reset(tableTag, p).str(svc).str(k).str(v))
 	}
 	var ierr error
 	indexMap := func(m pcommon.Map) {
@@ -283,7 +284,14 @@ func (s *Store) writeSpan(b *pebble.Batch, rs ptrace.ResourceSpans, ss ptrace.Sc
 	}
 	indexMap(span.Attributes())
 	if ierr == nil {
-		indexMap(rs.Resource().Attributes())
+		// service.name is in every key already; FindTraces checks a
+		// service.name tag on the span instead.
+		rs.Resource().Attributes().Range(func(k string, v pcommon.Value) bool {
+			if k != "service.name" {
+				ierr = indexTag(k, v.AsString())
+			}
+			return ierr == nil
+		})
 	}
 	for i := 0; i < span.Events().Len() && ierr == nil; i++ {
 		indexMap(span.Events().At(i).Attributes())

@@ -214,6 +214,8 @@ func TestReaderQueries(t *testing.T) {
 			{"inclusive start bounds", store.TraceQuery{ServiceName: "frontend", StartTimeMin: base.Add(time.Minute), StartTimeMax: base.Add(time.Minute)}, []pcommon.TraceID{tid(2)}},
 			{"time range later day", store.TraceQuery{ServiceName: "cart", StartTimeMin: base.Add(24 * time.Hour)}, []pcommon.TraceID{tid(3)}},
 			{"unknown service", store.TraceQuery{ServiceName: "nope"}, nil},
+			{"service.name tag", store.TraceQuery{ServiceName: "cart", Tags: map[string]string{"service.name": "cart"}}, []pcommon.TraceID{tid(3), tid(1)}},
+			{"other service.name tag", store.TraceQuery{ServiceName: "cart", Tags: map[string]string{"service.name": "frontend"}}, nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				got, err := s.FindTraces(ctx, tc.q)

@@ -45,6 +45,14 @@ func newKey(table byte, partition uint32) *keyBuilder {
 	return k
 }
 
+// reset starts a new key in the same buffer; callers that hand the key to
+// a pebble.Batch may reuse the buffer at once, since the batch copies it.
+func (k *keyBuilder) reset(table byte, partition uint32) *keyBuilder {
+	k.b = append(k.b[:0], table)
+	k.b = binary.BigEndian.AppendUint32(k.b, partition)
+	return k
+}
+
 func (k *keyBuilder) str(s string) *keyBuilder {
 	k.b = binary.AppendUvarint(k.b, uint64(len(s)))
 	k.b = append(k.b, s...)

@@ -17,8 +17,9 @@ import (
 )
 
 // FindTraces walks one index backwards in time, partition by partition,
-// newest first: the tag index when the query has a tag (the most selective
-// one there is), else the operation index, else the service index. Each
+// newest first: the tag index when the query has an indexed tag (the most
+// selective one there is; the resource's service.name is not indexed),
+// else the operation index, else the service index. Each
 // entry's duration is in the index value; other conditions are checked on
 // the span itself, read only when the index cannot decide.
 func (s *Store) FindTraces(ctx context.Context, q store.TraceQuery) ([]ptrace.Traces, error) {
@@ -41,7 +42,7 @@ func (s *Store) FindTraces(ctx context.Context, q store.TraceQuery) ([]ptrace.Tr
 	}
 	slices.Sort(tagKeys)
 	for _, k := range tagKeys {
-		if v := q.Tags[k]; len(v) <= s.opts.MaxIndexedValueLength {
+		if v := q.Tags[k]; len(v) <= s.opts.MaxIndexedValueLength && k != "service.name" {
 			table, sub = tableTag, (&keyBuilder{}).str(q.ServiceName).str(k).str(v)
 			load = len(q.Tags) > 1 || q.OperationName != ""
 			break
