@@ -134,10 +134,16 @@ func (a *analysis) rescheduled(x int, pods []int) []relation {
 func (a *analysis) explain() {
 	a.causes = make([][]cause, len(a.items))
 	a.explained = make([]float64, len(a.items))
-	tol := a.tolerance()
 	for v, it := range a.items {
 		if it.a <= 0 {
 			continue
+		}
+		tol := a.tolerance()
+		if it.best < 0 && it.why != "" {
+			// An inferred item is dated by the earliest of the troubles
+			// it stands for, which noise moves a little either way: a
+			// cause may have started a little after that estimate.
+			tol *= 2
 		}
 		var cs []cause
 		for _, rel := range a.relations(it) {
