@@ -2,11 +2,21 @@ package elasticsearch_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -589,5 +599,83 @@ func TestConnectionRefusedThenBack(t *testing.T) {
 	}
 	if got, want := spanDocIDs(t, fake), expectedIDs(td); !reflect.DeepEqual(got, want) {
 		t.Fatalf("%d span documents, want %d", len(got), len(want))
+	}
+}
+
+// TestMutualTLS: the cluster requires a client certificate; the store
+// presents the one of --es.tls.cert-file/--es.tls.key-file.
+func TestMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test client CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTpl, caTpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	clientKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "panorama"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}, caCert, &clientKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, serverCA := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem"), filepath.Join(dir, "server-ca.pem")
+	for f, b := range map[string]*pem.Block{
+		certFile: {Type: "CERTIFICATE", Bytes: clientDER},
+		keyFile:  {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	fake := estest.NewServer()
+	srv := httptest.NewUnstartedServer(fake.Handler())
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	fake.URL = srv.URL
+	if err := os.WriteFile(serverCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s := newStore(t, fake, func(c *elasticsearch.Config) {
+		c.TLS = elasticsearch.TLSConfig{CAFile: serverCA, CertFile: certFile, KeyFile: keyFile}
+	})
+	defer s.Close()
+	if err := s.WriteTraces(context.Background(), testSpans("svc", time.Now(), 3)); err != nil {
+		t.Fatalf("WriteTraces with a client certificate: %v", err)
+	}
+	if n := len(spanDocIDs(t, fake)); n != 3 {
+		t.Errorf("%d span documents, want 3", n)
+	}
+
+	noCert := newStore(t, fake, func(c *elasticsearch.Config) {
+		c.TLS = elasticsearch.TLSConfig{CAFile: serverCA}
+		c.BulkMaxAttempts = 1
+	})
+	defer noCert.Close()
+	if err := noCert.WriteTraces(context.Background(), testSpans("svc", time.Now(), 3)); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("WriteTraces without a client certificate against a cluster that requires one = %v, want a certificate error", err)
 	}
 }
