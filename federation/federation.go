@@ -189,12 +189,13 @@ func New(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*Federat
 		defaults:      RequestOptions{PartialResponse: opts.PartialResponse, Dedup: true},
 	}
 	evalInterval := opts.DefaultEvaluationInterval.Milliseconds()
-	f.engine = newPushdownEngine(f, promql.NewEngine(promql.EngineOpts{
+	limit := newConcurrencyLimit(opts.QueryMaxConcurrent)
+	f.engine = newPushdownEngine(f, limit, promql.NewEngine(promql.EngineOpts{
 		Logger:                   logger.With("component", "query engine"),
 		Reg:                      reg,
 		MaxSamples:               opts.QueryMaxSamples,
 		Timeout:                  opts.QueryTimeout,
-		ActiveQueryTracker:       newConcurrencyLimit(opts.QueryMaxConcurrent),
+		ActiveQueryTracker:       limit,
 		LookbackDelta:            opts.LookbackDelta,
 		NoStepSubqueryIntervalFn: func(int64) int64 { return evalInterval },
 		EnableAtModifier:         true,

@@ -55,8 +55,11 @@ import (
 // Prometheus' own — is answered by pulling series, exactly as without
 // push-down.
 type pushdownEngine struct {
-	inner     *promql.Engine
-	f         *Federator
+	inner *promql.Engine
+	f     *Federator
+	// limit is the engine's --query.max-concurrent, which the calls to the
+	// leaves take a slot of too (released before the engine takes its own).
+	limit     *concurrencyLimit
 	logger    *slog.Logger
 	outcomes  *prometheus.CounterVec
 	mu        sync.Mutex
@@ -67,9 +70,10 @@ type pushdownEngine struct {
 // (a Thanos sidecar, store or querier) is not asked again.
 const noServiceRecheck = 5 * time.Minute
 
-func newPushdownEngine(f *Federator, inner *promql.Engine, reg prometheus.Registerer) *pushdownEngine {
+func newPushdownEngine(f *Federator, limit *concurrencyLimit, inner *promql.Engine, reg prometheus.Registerer) *pushdownEngine {
 	e := &pushdownEngine{
 		inner:  inner,
+		limit:  limit,
 		f:      f,
 		logger: f.logger.With("component", "push-down"),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -486,6 +490,9 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		warnings []string
 		err      error
 	}
+	if _, err := p.e.limit.Insert(ctx, p.pull.String()); err != nil {
+		return nil, err
+	}
 	answers := make([]answer, len(calls))
 	var wg sync.WaitGroup
 	for k, c := range calls {
@@ -518,6 +525,7 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		}()
 	}
 	wg.Wait()
+	p.e.limit.Delete(0)
 
 	grid := stepGrid(p.start, p.end, p.step)
 	warnings := annotations.New()
@@ -764,6 +772,10 @@ func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request
 	if req.Dedup {
 		r.ReplicaLabels = replicas
 	}
+	if _, err := e.limit.Insert(ctx, req.Query); err != nil {
+		return true, err
+	}
+	defer e.limit.Delete(0)
 	answers := make([][]*prompb.TimeSeries, len(leaves))
 	warnings := make([][]string, len(leaves))
 	errs := make([]error, len(leaves))
