@@ -344,6 +344,8 @@ func TestBadParameters(t *testing.T) {
 		{"service=a&tags=notjson", "tags"},
 		{"service=a&tags=%7B%22a%22%3A%5B1%5D%7D", "tags"},
 		{"service=a&lookback=1y", "lookback"},
+		{"service=a&end=9999999999999999999", "end"},
+		{"service=a&start=9223372036854775", "start"},
 		{"traceID=zz", "traceID"},
 	} {
 		code, got := get(t, srv, "/api/traces?"+tc.query)
@@ -360,6 +362,8 @@ func TestBadParameters(t *testing.T) {
 		{"endTs=abc", "endTs"},
 		{"lookback=-5", "lookback"},
 		{"lookback=1h", "lookback"},
+		{"endTs=9999999999999", "endTs"},
+		{"lookback=9999999999999", "lookback"},
 	} {
 		code, got := get(t, srv, "/api/dependencies?"+tc.query)
 		if code != 400 {
@@ -420,6 +424,9 @@ func FuzzParseSearch(f *testing.F) {
 		}
 		if p.Query.StartTimeMin.After(p.Query.StartTimeMax) {
 			t.Fatal("start after end accepted")
+		}
+		if p.Query.StartTimeMax.UnixMicro() != p.Query.StartTimeMax.UnixNano()/1000 {
+			t.Fatalf("end %v does not fit in int64 nanoseconds", p.Query.StartTimeMax)
 		}
 		if p.Query.NumTraces <= 0 || p.Query.DurationMin < 0 || p.Query.DurationMax < 0 {
 			t.Fatalf("accepted a query with limit %d, durations %s..%s", p.Query.NumTraces, p.Query.DurationMin, p.Query.DurationMax)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -19,6 +20,13 @@ const (
 	DefaultSearchLookback     = 48 * time.Hour
 	DefaultDependencyLookback = 24 * time.Hour
 	DefaultLimit              = 100
+)
+
+// Times and durations are kept in int64 nanoseconds (until 2262), so larger
+// parameters are refused rather than overflowed.
+const (
+	maxMicros = math.MaxInt64 / int64(time.Microsecond)
+	maxMillis = math.MaxInt64 / int64(time.Millisecond)
 )
 
 // ParamError is a bad query parameter; the API answers 400 with it.
@@ -162,8 +170,8 @@ func parseMicros(v url.Values, name string, def time.Time) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, paramErr(name, err)
 	}
-	if n < 0 {
-		return time.Time{}, paramErr(name, errors.New("must not be negative"))
+	if n < 0 || n > maxMicros {
+		return time.Time{}, paramErr(name, fmt.Errorf("%d is out of range: Unix microseconds from 0 to %d", n, int64(maxMicros)))
 	}
 	return time.UnixMicro(n), nil
 }
@@ -177,8 +185,8 @@ func ParseDependencies(v url.Values, now time.Time) (end time.Time, lookback tim
 		if err != nil {
 			return end, 0, paramErr("endTs", err)
 		}
-		if n < 0 {
-			return end, 0, paramErr("endTs", errors.New("must not be negative"))
+		if n < 0 || n > maxMillis {
+			return end, 0, paramErr("endTs", fmt.Errorf("%d is out of range: Unix milliseconds from 0 to %d", n, int64(maxMillis)))
 		}
 		end = time.UnixMilli(n)
 	}
@@ -188,8 +196,8 @@ func ParseDependencies(v url.Values, now time.Time) (end time.Time, lookback tim
 		if err != nil {
 			return end, 0, paramErr("lookback", err)
 		}
-		if n <= 0 {
-			return end, 0, paramErr("lookback", errors.New("must be positive"))
+		if n <= 0 || n > maxMillis {
+			return end, 0, paramErr("lookback", fmt.Errorf("%d is out of range: milliseconds from 1 to %d", n, int64(maxMillis)))
 		}
 		lookback = time.Duration(n) * time.Millisecond
 	}
