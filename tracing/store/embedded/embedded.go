@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -473,10 +474,13 @@ func (s *Store) WriteDependencies(_ context.Context, ts time.Time, links []store
 
 // GetDependencies sums the buckets in (endTs-lookback, endTs].
 func (s *Store) GetDependencies(_ context.Context, endTs time.Time, lookback time.Duration) ([]store.DependencyLink, error) {
-	lo := endTs.Add(-lookback).UnixNano() + 1
-	hi := endTs.UnixNano() + 1
-	if lo < 0 {
-		lo = 0
+	lo := nanos(endTs.Add(-lookback))
+	if lo < math.MaxInt64 {
+		lo++
+	}
+	hi := nanos(endTs)
+	if hi < math.MaxInt64 {
+		hi++
 	}
 	if hi <= lo {
 		return []store.DependencyLink{}, nil

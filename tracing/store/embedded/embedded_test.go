@@ -214,6 +214,7 @@ func TestReaderQueries(t *testing.T) {
 			{"inclusive start bounds", store.TraceQuery{ServiceName: "frontend", StartTimeMin: base.Add(time.Minute), StartTimeMax: base.Add(time.Minute)}, []pcommon.TraceID{tid(2)}},
 			{"time range later day", store.TraceQuery{ServiceName: "cart", StartTimeMin: base.Add(24 * time.Hour)}, []pcommon.TraceID{tid(3)}},
 			{"unknown service", store.TraceQuery{ServiceName: "nope"}, nil},
+			{"bounds beyond int64 nanoseconds", store.TraceQuery{ServiceName: "frontend", StartTimeMin: time.Unix(-1e12, 0), StartTimeMax: time.Unix(1e11, 0)}, []pcommon.TraceID{tid(2), tid(1)}},
 			{"service.name tag", store.TraceQuery{ServiceName: "cart", Tags: map[string]string{"service.name": "cart"}}, []pcommon.TraceID{tid(3), tid(1)}},
 			{"other service.name tag", store.TraceQuery{ServiceName: "cart", Tags: map[string]string{"service.name": "frontend"}}, nil},
 		} {
@@ -404,6 +405,7 @@ func TestDependencies(t *testing.T) {
 		{base.Add(2 * time.Minute), time.Minute, []store.DependencyLink{dl("b", "c", 4)}},
 		{base.Add(time.Minute), time.Minute, []store.DependencyLink{dl("a", "b", 2), dl("a", "c", 5)}},
 		{base.Add(-time.Second), time.Hour, []store.DependencyLink{}},
+		{time.Unix(1e10, 0), 280 * 365 * 24 * time.Hour, []store.DependencyLink{dl("a", "b", 3), dl("a", "c", 5), dl("b", "c", 4)}},
 	} {
 		got, err := s.GetDependencies(ctx, tc.end, tc.lookback)
 		if err != nil {

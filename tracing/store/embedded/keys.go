@@ -3,6 +3,7 @@ package embedded
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -108,6 +109,23 @@ func prefixEnd(p []byte) []byte {
 		}
 	}
 	return nil // p is all 0xff: no upper bound
+}
+
+var (
+	minTime = time.Unix(0, 0)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// nanos is t in Unix nanoseconds, clamped to [0, MaxInt64] so that times
+// outside int64 nanoseconds (before 1970, after 2262) do not wrap.
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return 0
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }
 
 // partitioner maps times to partitions.

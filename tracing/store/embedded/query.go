@@ -51,13 +51,13 @@ func (s *Store) FindTraces(ctx context.Context, q store.TraceQuery) ([]ptrace.Tr
 
 	lo, hi := uint64(0), uint64(math.MaxUint64)
 	if !q.StartTimeMin.IsZero() {
-		lo = uint64(max(q.StartTimeMin.UnixNano(), 0))
+		lo = uint64(nanos(q.StartTimeMin))
 	}
 	if !q.StartTimeMax.IsZero() {
-		if q.StartTimeMax.UnixNano() < 0 {
+		if q.StartTimeMax.Before(minTime) {
 			return nil, nil
 		}
-		hi = uint64(q.StartTimeMax.UnixNano())
+		hi = uint64(nanos(q.StartTimeMax))
 	}
 	if hi < lo {
 		return nil, nil
