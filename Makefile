@@ -2,6 +2,10 @@
 # the tests need and runs them.
 export GOTOOLCHAIN := auto
 export GOFLAGS := -buildvcs=false -tags=slicelabels
+# A static binary, as Prometheus and Thanos release theirs: no libc at run
+# time, pure-Go DNS and zstd; and no dynamic linking, which on this kernel
+# also kept ~30 MiB more of the executable resident.
+export CGO_ENABLED := 0
 
 GO        ?= go
 BIN       := $(CURDIR)/.cache/bin

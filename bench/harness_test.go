@@ -106,7 +106,9 @@ func buildPanorama(b *testing.B) string {
 		if os.Getenv("GOTOOLCHAIN") == "" {
 			env = append(env, "GOTOOLCHAIN=auto")
 		}
-		cmd.Env = env
+		// The static binary `make build` ships: no cgo, internal linking,
+		// as Prometheus' and Thanos' releases are built.
+		cmd.Env = append(env, "CGO_ENABLED=0")
 		start := time.Now()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/panorama: %v\n%s", err, out)
@@ -363,23 +365,47 @@ func (s *server) cpuSeconds() (float64, error) {
 
 // rssBytes is VmRSS from /proc/<pid>/status.
 func (s *server) rssBytes() (float64, error) {
+	m, err := s.memStatus()
+	return m.rss, err
+}
+
+// memStatus is the process's resident memory from /proc/<pid>/status:
+// VmRSS, and its anonymous (heap, stacks) and file-backed (the mapped
+// executable, mostly) parts.
+type memStatus struct{ rss, anon, file float64 }
+
+func (s *server) memStatus() (memStatus, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
 	if err != nil {
-		return 0, err
+		return memStatus{}, err
 	}
 	defer f.Close()
+	var m memStatus
+	fields := map[string]*float64{"VmRSS:": &m.rss, "RssAnon:": &m.anon, "RssFile:": &m.file}
+	found := 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		for prefix, dst := range fields {
+			v, ok := strings.CutPrefix(sc.Text(), prefix)
+			if !ok {
+				continue
+			}
 			fs := strings.Fields(v)
 			if len(fs) != 2 || fs[1] != "kB" {
-				return 0, fmt.Errorf("unexpected VmRSS line %q", sc.Text())
+				return m, fmt.Errorf("unexpected line %q in /proc/<pid>/status", sc.Text())
 			}
 			kb, err := strconv.ParseFloat(fs[0], 64)
-			return kb * 1024, err
+			if err != nil {
+				return m, err
+			}
+			*dst = kb * 1024
+			found++
 		}
 	}
-	return 0, errors.New("no VmRSS in /proc/<pid>/status")
+	if found != len(fields) {
+		return m, errors.New("no VmRSS, RssAnon or RssFile in /proc/<pid>/status")
+	}
+	return m, sc.Err()
 }
 
 // metric sums the samples of one metric in the server's /metrics whose

@@ -89,7 +89,8 @@ func BuildPanorama(dir string) (string, error) {
 	bin := filepath.Join(dir, "panorama")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/panorama")
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=auto", "GOFLAGS="+GoFlags)
+	// CGO_ENABLED=0: the static binary `make build` ships.
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=auto", "GOFLAGS="+GoFlags, "CGO_ENABLED=0")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build ./cmd/panorama: %v\n%s", err, out)
