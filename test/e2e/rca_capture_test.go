@@ -242,7 +242,7 @@ func replayCase(t *testing.T, c *rca.Case, truth *rca.Truth) {
 
 	// The online API, given only the incident's alerts and the
 	// detection time, as the alerting engine will call it.
-	cap, err := online.New(online.Config{
+	capturer, err := online.New(online.Config{
 		FederatorURL: fed.URL, TopologyURLs: []string{topo.URL}, Step: step, Window: window,
 		ExtraMetrics: rcaExtraMetrics, Timeout: time.Minute,
 	})
@@ -257,7 +257,7 @@ func replayCase(t *testing.T, c *rca.Case, truth *rca.Truth) {
 		}
 		alerts = append(alerts, a)
 	}
-	live, err := cap.Rank(ctx, online.Incident{Alerts: alerts, DetectedAt: at})
+	live, err := capturer.Rank(ctx, online.Incident{Alerts: alerts, DetectedAt: at})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,11 +414,11 @@ func TestRCACaptureFromExporters(t *testing.T) {
 	}))
 	t.Cleanup(topo.Close)
 
-	cap, err := online.New(online.Config{FederatorURL: fed.URL, TopologyURLs: []string{topo.URL}, Step: step, Window: 20 * time.Minute})
+	capturer, err := online.New(online.Config{FederatorURL: fed.URL, TopologyURLs: []string{topo.URL}, Step: step, Window: 20 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := cap.Capture(ctx, online.Incident{DetectedAt: end.Add(-5 * time.Minute), Alerts: []rca.Alert{}})
+	cs, err := capturer.Capture(ctx, online.Incident{DetectedAt: end.Add(-5 * time.Minute), Alerts: []rca.Alert{}})
 	if err != nil {
 		t.Fatal(err)
 	}
