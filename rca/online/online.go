@@ -178,7 +178,13 @@ func (c *Capturer) Capture(ctx context.Context, inc Incident) (*rca.Case, error)
 	if det.IsZero() {
 		return nil, errors.New("the incident has no detection time and none of its alerts a start")
 	}
+	if now := c.cfg.Now(); det.After(now.Add(time.Minute)) {
+		return nil, fmt.Errorf("the detection time %s is in the future (now is %s)", det.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	start, end := c.window(det, inc.Start, inc.End)
+	if !end.After(start) {
+		return nil, fmt.Errorf("the window %s–%s is empty", start.UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339))
+	}
 
 	g, err := c.fetchTopology(ctx)
 	if err != nil {

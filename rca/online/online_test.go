@@ -269,6 +269,26 @@ func TestCaptureWithoutMetricsRanksOnAlerts(t *testing.T) {
 	}
 }
 
+func TestCaptureRefusesBadIncidents(t *testing.T) {
+	c, err := New(Config{FederatorURL: serve(t, &fakeProm{}), TopologyURLs: []string{serveBlock(t, block)},
+		Now: func() time.Time { return detected }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		inc  Incident
+		want string
+	}{
+		{Incident{}, "no detection time"},
+		{Incident{DetectedAt: detected.Add(time.Hour)}, "is in the future"},
+		{Incident{DetectedAt: detected, Start: detected, End: detected.Add(-time.Minute)}, "is empty"},
+	} {
+		if _, err := c.Capture(context.Background(), tc.inc); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.inc, err, tc.want)
+		}
+	}
+}
+
 func TestCaptureTimeout(t *testing.T) {
 	prom := &fakeProm{hang: true}
 	c, err := New(Config{FederatorURL: serve(t, prom), TopologyURLs: []string{serveBlock(t, block)}, Timeout: 300 * time.Millisecond})
