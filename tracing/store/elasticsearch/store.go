@@ -14,11 +14,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	es "github.com/elastic/go-elasticsearch/v8"
+	"github.com/elastic/elastic-transport-go/v8/elastictransport"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,7 +30,7 @@ import (
 // Store is the Elasticsearch span store. It implements store.Store.
 type Store struct {
 	cfg     Config
-	client  *es.Client
+	client  *client
 	logger  *slog.Logger
 	metrics *metrics
 
@@ -67,8 +69,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("elasticsearch: %w", err)
 	}
 	m := newMetrics(reg)
-	client, err := es.NewClient(es.Config{
-		Addresses: cfg.ServerURLs,
+	urls := make([]*url.URL, 0, len(cfg.ServerURLs))
+	for _, a := range cfg.ServerURLs {
+		u, err := url.Parse(strings.TrimRight(a, "/"))
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return nil, fmt.Errorf("elasticsearch: --es.server-urls: %q is not a URL like http://host:9200", a)
+		}
+		urls = append(urls, u)
+	}
+	tp, err := elastictransport.New(elastictransport.Config{
+		UserAgent: "panorama-tracing",
+		URLs:      urls,
 		Username:  cfg.Username,
 		Password:  password,
 		APIKey:    apiKey,
@@ -84,7 +95,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	}
 	s := &Store{
 		cfg:      cfg,
-		client:   client,
+		client:   &client{tp: tp},
 		logger:   logger,
 		metrics:  m,
 		services: map[string]bool{},
@@ -114,6 +125,32 @@ func (s *Store) Close() error {
 	defer cancel()
 	return s.client.Close(ctx)
 }
+
+// client is the transport with the check the official client makes: the
+// first successful answer must come from Elasticsearch itself (its
+// X-Elastic-Product header). It takes the place of go-elasticsearch's root
+// package, whose typed API would add some 800 packages to the build.
+type client struct {
+	tp      *elastictransport.Client
+	checked atomic.Bool
+}
+
+// Perform implements esapi.Transport.
+func (c *client) Perform(req *http.Request) (*http.Response, error) {
+	res, err := c.tp.Perform(req)
+	if err != nil || c.checked.Load() || res.StatusCode < 200 || res.StatusCode >= 300 {
+		return res, err
+	}
+	if res.Header.Get("X-Elastic-Product") != "Elasticsearch" {
+		res.Body.Close()
+		return nil, store.Permanent(fmt.Errorf("the server at %s is not Elasticsearch (no X-Elastic-Product: Elasticsearch header)", req.URL.Host))
+	}
+	c.checked.Store(true)
+	return res, nil
+}
+
+// Close closes the transport.
+func (c *client) Close(ctx context.Context) error { return c.tp.Close(ctx) }
 
 // ensureTemplates installs the index templates once.
 func (s *Store) ensureTemplates(ctx context.Context) error {

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log"
 	"math/big"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -677,5 +678,22 @@ func TestMutualTLS(t *testing.T) {
 	defer noCert.Close()
 	if err := noCert.WriteTraces(context.Background(), testSpans("svc", time.Now(), 3)); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("WriteTraces without a client certificate against a cluster that requires one = %v, want a certificate error", err)
+	}
+}
+
+// TestNotElasticsearch: a server that answers but is not Elasticsearch (no
+// X-Elastic-Product header, as the official client checks) is refused at
+// start, permanently, with an error that says so.
+func TestNotElasticsearch(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"acknowledged":true}`)
+	}))
+	defer srv.Close()
+	cfg := elasticsearch.DefaultConfig()
+	cfg.ServerURLs = []string{srv.URL}
+	_, err := elasticsearch.New(context.Background(), cfg, nil, prometheus.NewRegistry())
+	if err == nil || !store.IsPermanent(err) || !strings.Contains(err.Error(), "not Elasticsearch") {
+		t.Fatalf("New against a server that is not Elasticsearch: %v, want a permanent error saying so", err)
 	}
 }
