@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"slices"
@@ -193,23 +194,25 @@ func (s *Store) livePartitions() []uint32 {
 func (s *Store) WriteTraces(_ context.Context, td ptrace.Traces) error {
 	b := s.db.NewBatch()
 	defer b.Close()
-	var newMarkers []string
+	w := &spanWriter{b: b, batchMarkers: map[string]struct{}{}, holder: newHolder()}
 	parts := map[uint32]struct{}{}
 	for i := 0; i < td.ResourceSpans().Len(); i++ {
 		rs := td.ResourceSpans().At(i)
 		svc := store.ServiceName(rs.Resource())
 		for j := 0; j < rs.ScopeSpans().Len(); j++ {
 			ss := rs.ScopeSpans().At(j)
+			res, err := encodeResource(rs, ss)
+			if err != nil {
+				return store.Permanent(fmt.Errorf("encode resource: %w", err))
+			}
 			for k := 0; k < ss.Spans().Len(); k++ {
 				span := ss.Spans().At(k)
 				if span.TraceID().IsEmpty() || span.SpanID().IsEmpty() {
 					return store.Permanent(fmt.Errorf("span %q of service %q has an empty trace or span ID", span.Name(), svc))
 				}
-				m, err := s.writeSpan(b, rs, ss, span, svc)
-				if err != nil {
+				if err := s.writeSpan(w, rs, res, span, svc); err != nil {
 					return err
 				}
-				newMarkers = append(newMarkers, m...)
 				parts[s.part.of(uint64(span.StartTimestamp()))] = struct{}{}
 			}
 		}
@@ -227,23 +230,51 @@ func (s *Store) WriteTraces(_ context.Context, td ptrace.Traces) error {
 	if len(s.written) > 100_000 {
 		clear(s.written)
 	}
-	for _, m := range newMarkers {
+	for m := range w.batchMarkers {
 		s.written[m] = struct{}{}
 	}
 	s.mtx.Unlock()
 	return nil
 }
 
-func (s *Store) writeSpan(b *pebble.Batch, rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, span ptrace.Span, svc string) ([]string, error) {
+// spanWriter is the state of one WriteTraces call.
+type spanWriter struct {
+	b *pebble.Batch
+	// batchMarkers are the resource, service and operation keys set in
+	// this batch (recorded in Store.written once it is committed).
+	batchMarkers map[string]struct{}
+	holder       ptrace.Traces
+}
+
+// setOnce sets a marker-like key unless this batch or an earlier one did.
+func (s *Store) setOnce(w *spanWriter, k, v []byte) error {
+	if _, done := w.batchMarkers[string(k)]; done {
+		return nil
+	}
+	s.mtx.RLock()
+	_, done := s.written[string(k)]
+	s.mtx.RUnlock()
+	if done {
+		return nil
+	}
+	w.batchMarkers[string(k)] = struct{}{}
+	return w.b.Set(k, v, nil)
+}
+
+func (s *Store) writeSpan(w *spanWriter, rs ptrace.ResourceSpans, res resourceRecord, span ptrace.Span, svc string) error {
+	b := w.b
 	start := uint64(span.StartTimestamp())
 	p := s.part.of(start)
 	tid, sid := span.TraceID(), span.SpanID()
-	val, err := encodeSpan(rs, ss, span)
+	if err := s.setOnce(w, newKey(tableResource, p).u64(res.hash).b, res.data); err != nil {
+		return err
+	}
+	val, err := encodeSpan(w.holder, res.hash, span)
 	if err != nil {
-		return nil, store.Permanent(fmt.Errorf("encode span: %w", err))
+		return store.Permanent(fmt.Errorf("encode span: %w", err))
 	}
 	if err := b.Set(newKey(tableSpan, p).raw(tid[:]).raw(sid[:]).b, val, nil); err != nil {
-		return nil, err
+		return err
 	}
 	var dur [8]byte
 	binary.BigEndian.PutUint64(dur[:], uint64(store.SpanDuration(span)))
@@ -255,10 +286,10 @@ func (s *Store) writeSpan(b *pebble.Batch, rs ptrace.ResourceSpans, ss ptrace.Sc
 	kb := &keyBuilder{b: make([]byte, 0, 128)}
 	set := func(k *keyBuilder) error { return b.Set(k.raw(tail).b, dur[:], nil) }
 	if err := set(kb.reset(tableService, p).str(svc)); err != nil {
-		return nil, err
+		return err
 	}
 	if err := set(kb.reset(tableOperation, p).str(svc).str(span.Name())); err != nil {
-		return nil, err
+		return err
 	}
 	seen := make(map[[2]string]struct{}, span.Attributes().Len()+4)
 	indexTag := func(k, v string) error {
@@ -280,7 +311,7 @@ func (s *Store) writeSpan(b *pebble.Batch, rs ptrace.ResourceSpans, ss ptrace.Sc
 	}
 	for k, v := range store.SyntheticTags(span) {
 		if err := indexTag(k, v); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	indexMap(span.Attributes())
@@ -298,31 +329,30 @@ func (s *Store) writeSpan(b *pebble.Batch, rs ptrace.ResourceSpans, ss ptrace.Sc
 		indexMap(span.Events().At(i).Attributes())
 	}
 	if ierr != nil {
-		return nil, ierr
+		return ierr
 	}
 
-	var markers []string
 	for _, k := range [][]byte{
 		newKey(tableServices, p).str(svc).b,
 		newKey(tableOps, p).str(svc).str(span.Name()).str(store.KindName(span.Kind())).b,
 	} {
-		s.mtx.RLock()
-		_, done := s.written[string(k)]
-		s.mtx.RUnlock()
-		if done {
-			continue
+		if err := s.setOnce(w, k, nil); err != nil {
+			return err
 		}
-		if err := b.Set(k, nil, nil); err != nil {
-			return nil, err
-		}
-		markers = append(markers, string(k))
 	}
-	return markers, nil
+	return nil
 }
 
-// encodeSpan stores a span as a one-span OTLP request, with its resource
-// and scope.
-func encodeSpan(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, span ptrace.Span) ([]byte, error) {
+// resourceRecord is a resource with an instrumentation scope, stored once
+// per partition under its hash; spans refer to it.
+type resourceRecord struct {
+	hash uint64
+	data []byte
+}
+
+// encodeResource encodes the resource and scope of spans as an OTLP request
+// with one ResourceSpans and one ScopeSpans and no span.
+func encodeResource(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans) (resourceRecord, error) {
 	td := ptrace.NewTraces()
 	nrs := td.ResourceSpans().AppendEmpty()
 	rs.Resource().CopyTo(nrs.Resource())
@@ -330,22 +360,96 @@ func encodeSpan(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans, span ptrace.Span)
 	nss := nrs.ScopeSpans().AppendEmpty()
 	ss.Scope().CopyTo(nss.Scope())
 	nss.SetSchemaUrl(ss.SchemaUrl())
-	span.CopyTo(nss.Spans().AppendEmpty())
-	return (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	if err != nil {
+		return resourceRecord{}, err
+	}
+	h := fnv.New64a()
+	h.Write(b)
+	return resourceRecord{hash: h.Sum64(), data: b}, nil
 }
 
-func decodeSpan(b []byte) (ptrace.Traces, error) {
-	td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(b)
+// spanFormat is the first byte of a stored span: then the hash of its
+// resource record (8 bytes) and an OTLP request holding only the span.
+const spanFormat = 1
+
+// newHolder returns the reusable one-span request encodeSpan fills.
+func newHolder() ptrace.Traces {
+	td := ptrace.NewTraces()
+	td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty()
+	return td
+}
+
+func encodeSpan(holder ptrace.Traces, resHash uint64, span ptrace.Span) ([]byte, error) {
+	spans := holder.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
+	spans.RemoveIf(func(ptrace.Span) bool { return true })
+	span.CopyTo(spans.AppendEmpty())
+	b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(holder)
 	if err != nil {
-		return td, fmt.Errorf("decode stored span: %w", err)
+		return nil, err
+	}
+	out := make([]byte, 0, 9+len(b))
+	out = append(out, spanFormat)
+	out = binary.BigEndian.AppendUint64(out, resHash)
+	return append(out, b...), nil
+}
+
+// decodeSpan returns the hash of the span's resource record and the span.
+func decodeSpan(b []byte) (uint64, ptrace.Span, error) {
+	if len(b) < 9 || b[0] != spanFormat {
+		return 0, ptrace.Span{}, errors.New("decode stored span: unknown format")
+	}
+	td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(b[9:])
+	if err != nil {
+		return 0, ptrace.Span{}, fmt.Errorf("decode stored span: %w", err)
 	}
 	if td.ResourceSpans().Len() != 1 || td.ResourceSpans().At(0).ScopeSpans().Len() != 1 || td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().Len() != 1 {
-		return td, errors.New("decode stored span: not exactly one span")
+		return 0, ptrace.Span{}, errors.New("decode stored span: not exactly one span")
 	}
-	return td, nil
+	return binary.BigEndian.Uint64(b[1:9]), td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0), nil
 }
 
-// GetTrace reads the trace's spans with one prefix scan per partition.
+// resources reads resource records, each once.
+type resources struct {
+	s     *Store
+	cache map[[12]byte]ptrace.ResourceSpans
+}
+
+func (s *Store) resources() *resources {
+	return &resources{s: s, cache: map[[12]byte]ptrace.ResourceSpans{}}
+}
+
+// get returns the record of partition p as a ResourceSpans holding one
+// ScopeSpans without spans; a missing record (its partition expired while
+// the span was written) gives an empty resource and scope.
+func (r *resources) get(p uint32, hash uint64) (ptrace.ResourceSpans, error) {
+	var k [12]byte
+	binary.BigEndian.PutUint32(k[:4], p)
+	binary.BigEndian.PutUint64(k[4:], hash)
+	if rs, ok := r.cache[k]; ok {
+		return rs, nil
+	}
+	rs := ptrace.NewResourceSpans()
+	v, closer, err := r.s.db.Get(newKey(tableResource, p).u64(hash).b)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		rs.ScopeSpans().AppendEmpty()
+	case err != nil:
+		return rs, err
+	default:
+		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(v)
+		closer.Close()
+		if err != nil || td.ResourceSpans().Len() != 1 || td.ResourceSpans().At(0).ScopeSpans().Len() != 1 {
+			return rs, fmt.Errorf("decode stored resource: %v", err)
+		}
+		td.ResourceSpans().At(0).MoveTo(rs)
+	}
+	r.cache[k] = rs
+	return rs, nil
+}
+
+// GetTrace reads the trace's spans with one prefix scan per partition;
+// spans of the same resource and scope come back in one ResourceSpans.
 func (s *Store) GetTrace(_ context.Context, id pcommon.TraceID) (ptrace.Traces, error) {
 	out := ptrace.NewTraces()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tableSpan}, UpperBound: []byte{tableSpan + 1}})
@@ -353,14 +457,30 @@ func (s *Store) GetTrace(_ context.Context, id pcommon.TraceID) (ptrace.Traces, 
 		return out, err
 	}
 	defer it.Close()
+	res := s.resources()
+	groups := map[[12]byte]ptrace.SpanSlice{}
 	for _, p := range s.livePartitions() {
 		prefix := newKey(tableSpan, p).raw(id[:]).bytes()
 		for ok := it.SeekGE(prefix); ok && hasPrefix(it.Key(), prefix); ok = it.Next() {
-			td, err := decodeSpan(it.Value())
+			hash, span, err := decodeSpan(it.Value())
 			if err != nil {
 				return out, err
 			}
-			td.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
+			var k [12]byte
+			binary.BigEndian.PutUint32(k[:4], p)
+			binary.BigEndian.PutUint64(k[4:], hash)
+			spans, ok := groups[k]
+			if !ok {
+				rec, err := res.get(p, hash)
+				if err != nil {
+					return out, err
+				}
+				rs := out.ResourceSpans().AppendEmpty()
+				rec.CopyTo(rs)
+				spans = rs.ScopeSpans().At(0).Spans()
+				groups[k] = spans
+			}
+			span.MoveTo(spans.AppendEmpty())
 		}
 	}
 	if err := it.Error(); err != nil {

@@ -3,12 +3,14 @@ package embedded
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
@@ -414,5 +416,59 @@ func TestDependencies(t *testing.T) {
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("GetDependencies(%s, %s) = %v, want %v", tc.end, tc.lookback, got, tc.want)
 		}
+	}
+}
+
+// TestResourceStoredOnce: spans of one resource and scope share one
+// resource record per partition, and come back grouped under it.
+func TestResourceStoredOnce(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir(), Options{})
+	defer s.Close()
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "big")
+	for i := range 20 {
+		rs.Resource().Attributes().PutStr(fmt.Sprintf("attr.%d", i), "some resource attribute value")
+	}
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName("lib")
+	for i := range 100 {
+		sp := ss.Spans().AppendEmpty()
+		sp.SetTraceID(tid(7))
+		sp.SetSpanID(sid(7, byte(i+1)))
+		sp.SetName("op")
+		sp.SetStartTimestamp(pcommon.NewTimestampFromTime(base))
+		sp.SetEndTimestamp(pcommon.NewTimestampFromTime(base.Add(time.Millisecond)))
+	}
+	for range 2 { // a second write finds the record written
+		if err := s.WriteTraces(ctx, td); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tableResource}, UpperBound: []byte{tableResource + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		n++
+	}
+	it.Close()
+	if n != 1 {
+		t.Fatalf("%d resource records for one resource and scope, want 1", n)
+	}
+	got, err := s.GetTrace(ctx, tid(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ResourceSpans().Len() != 1 || got.SpanCount() != 100 {
+		t.Fatalf("GetTrace: %d resource spans, %d spans; want 1 and 100", got.ResourceSpans().Len(), got.SpanCount())
+	}
+	if v, _ := got.ResourceSpans().At(0).Resource().Attributes().Get("attr.19"); v.Str() != "some resource attribute value" {
+		t.Errorf("resource attribute attr.19 = %q", v.Str())
+	}
+	if n := got.ResourceSpans().At(0).ScopeSpans().At(0).Scope().Name(); n != "lib" {
+		t.Errorf("scope = %q, want lib", n)
 	}
 }

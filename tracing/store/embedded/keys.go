@@ -13,7 +13,8 @@ import (
 // range deletion per table, and a time range query skips partitions that
 // cannot hold it.
 //
-//	'S' P trace(16) span(8)                          → the span (OTLP protobuf)
+//	'R' P hash(8)                                    → a resource and scope (OTLP protobuf)
+//	'S' P trace(16) span(8)                          → 1, hash(8) of its 'R', the span (OTLP protobuf)
 //	'A' P str(service) start(8) trace span           → duration(8)   service index
 //	'B' P str(service) str(op) start(8) trace span   → duration(8)   operation index
 //	'C' P str(service) str(key) str(value) start(8) trace span → duration(8) tag index
@@ -24,6 +25,7 @@ import (
 // str(x) is uvarint(len(x)) followed by x, so names may hold any byte; the
 // indexes are only ever scanned by exact prefix, never ordered by name.
 const (
+	tableResource  byte = 'R'
 	tableSpan      byte = 'S'
 	tableService   byte = 'A'
 	tableOperation byte = 'B'
@@ -34,7 +36,7 @@ const (
 )
 
 // partitionedTables are the tables retention deletes by partition.
-var partitionedTables = []byte{tableSpan, tableService, tableOperation, tableTag, tableServices, tableOps}
+var partitionedTables = []byte{tableResource, tableSpan, tableService, tableOperation, tableTag, tableServices, tableOps}
 
 // keyBuilder appends key parts to a reusable buffer.
 type keyBuilder struct{ b []byte }

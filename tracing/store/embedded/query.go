@@ -65,6 +65,7 @@ func (s *Store) FindTraces(ctx context.Context, q store.TraceQuery) ([]ptrace.Tr
 
 	var found []pcommon.TraceID
 	seen := map[pcommon.TraceID]struct{}{}
+	res := s.resources()
 	for _, p := range s.livePartitions() {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -81,7 +82,7 @@ func (s *Store) FindTraces(ctx context.Context, q store.TraceQuery) ([]ptrace.Tr
 		} else {
 			upper = newKey(table, p).raw(sub.b).u64(hi + 1).bytes()
 		}
-		done, err := s.scanIndex(p, lower, upper, len(prefix), q, load, seen, &found, limit)
+		done, err := s.scanIndex(res, p, lower, upper, len(prefix), q, load, seen, &found, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +107,7 @@ func (s *Store) FindTraces(ctx context.Context, q store.TraceQuery) ([]ptrace.Tr
 
 // scanIndex walks one partition's index range newest first, adding the
 // traces whose span matches; it reports whether the limit was reached.
-func (s *Store) scanIndex(p uint32, lower, upper []byte, prefixLen int, q store.TraceQuery, load bool, seen map[pcommon.TraceID]struct{}, found *[]pcommon.TraceID, limit int) (bool, error) {
+func (s *Store) scanIndex(res *resources, p uint32, lower, upper []byte, prefixLen int, q store.TraceQuery, load bool, seen map[pcommon.TraceID]struct{}, found *[]pcommon.TraceID, limit int) (bool, error) {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return false, err
@@ -132,7 +133,7 @@ func (s *Store) scanIndex(p uint32, lower, upper []byte, prefixLen int, q store.
 			}
 		}
 		if load {
-			match, err := s.spanMatches(p, tid, sid, q)
+			match, err := s.spanMatches(res, p, tid, sid, q)
 			if err != nil {
 				return false, err
 			}
@@ -149,7 +150,7 @@ func (s *Store) scanIndex(p uint32, lower, upper []byte, prefixLen int, q store.
 	return false, it.Error()
 }
 
-func (s *Store) spanMatches(p uint32, tid [16]byte, sid [8]byte, q store.TraceQuery) (bool, error) {
+func (s *Store) spanMatches(res *resources, p uint32, tid [16]byte, sid [8]byte, q store.TraceQuery) (bool, error) {
 	v, closer, err := s.db.Get(newKey(tableSpan, p).raw(tid[:]).raw(sid[:]).b)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -158,12 +159,15 @@ func (s *Store) spanMatches(p uint32, tid [16]byte, sid [8]byte, q store.TraceQu
 		return false, err
 	}
 	defer closer.Close()
-	td, err := decodeSpan(v)
+	hash, span, err := decodeSpan(v)
 	if err != nil {
 		return false, err
 	}
-	rs := td.ResourceSpans().At(0)
-	return store.Matches(rs.Resource(), rs.ScopeSpans().At(0).Spans().At(0), q), nil
+	rs, err := res.get(p, hash)
+	if err != nil {
+		return false, err
+	}
+	return store.Matches(rs.Resource(), span, q), nil
 }
 
 // ApplyRetention deletes every partition that ends before now minus the
