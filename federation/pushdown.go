@@ -505,6 +505,8 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 			if n.parts {
 				r.Parts, r.PartsGrouping, r.PartsWithout = true, n.agg.Grouping, n.agg.Without
 			}
+			// Ties of topk and bottomk go as the engine meets the series.
+			r.SortSeries = n.agg != nil && (n.agg.Op == parser.TOPK || n.agg.Op == parser.BOTTOMK)
 			a := &answers[k]
 			a.err = p.e.call(ctx, c.addr, &r, func(resp *querypb.QueryResponse) error {
 				switch {

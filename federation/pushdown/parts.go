@@ -46,9 +46,10 @@ type partGroup struct {
 	states map[int64]*partState
 }
 
-// partialSums sums the series of v (in label order, the order in which
-// Prometheus' engine meets them when all have the same metric name) by
-// group and step, exactly as Prometheus' sum and avg accumulate.
+// partialSums sums the series of v in label order (the order in which
+// Prometheus' engine meets them when pulled and all have the same metric
+// name, whatever the order the leaf's storage gave) by group and step,
+// exactly as Prometheus' sum and avg accumulate.
 func partialSums(v parser.Value, grouping []string, without bool) ([]*prompb.TimeSeries, error) {
 	var series promql.Matrix
 	switch v := v.(type) {

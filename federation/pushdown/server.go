@@ -31,9 +31,9 @@ const batchSize = 256
 // Eval implements Evaluator.
 func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.QueryResponse) error) error {
 	ctx, q := s.Queryable(ctx, req)
-	// In label order, as the federator would have pulled them, so that
-	// order-sensitive aggregations (sums, ties of topk) come out the same.
-	q = sortedQueryable{q}
+	if req.SortSeries {
+		q = sortedQueryable{q}
+	}
 	opts := promql.NewPrometheusQueryOpts(false, time.Duration(req.LookbackMs)*time.Millisecond)
 	var (
 		qry promql.Query

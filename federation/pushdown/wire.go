@@ -51,6 +51,10 @@ type Request struct {
 	Parts         bool
 	PartsGrouping []string
 	PartsWithout  bool
+	// SortSeries has the leaf's engine read its series in label order, as
+	// the federator would have pulled them (topk and bottomk break ties by
+	// the order they meet series in); otherwise in the storage's order.
+	SortSeries bool
 }
 
 // Field numbers of Request on the wire.
@@ -66,6 +70,7 @@ const (
 	fieldParts
 	fieldPartsGrouping
 	fieldPartsWithout
+	fieldSortSeries
 )
 
 func (r *Request) appendTo(b []byte) []byte {
@@ -93,7 +98,7 @@ func (r *Request) appendTo(b []byte) []byte {
 	for _, f := range []struct {
 		n protowire.Number
 		v bool
-	}{{fieldDedup, r.Dedup}, {fieldPartialResponse, r.PartialResponse}, {fieldParts, r.Parts}, {fieldPartsWithout, r.PartsWithout}} {
+	}{{fieldDedup, r.Dedup}, {fieldPartialResponse, r.PartialResponse}, {fieldParts, r.Parts}, {fieldPartsWithout, r.PartsWithout}, {fieldSortSeries, r.SortSeries}} {
 		if f.v {
 			b = protowire.AppendTag(b, f.n, protowire.VarintType)
 			b = protowire.AppendVarint(b, 1)
@@ -161,6 +166,8 @@ func (r *Request) Unmarshal(b []byte) error {
 				r.Parts = v != 0
 			case fieldPartsWithout:
 				r.PartsWithout = v != 0
+			case fieldSortSeries:
+				r.SortSeries = v != 0
 			}
 		default:
 			// Unknown fields are skipped, for newer senders.

@@ -11,6 +11,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		{Query: `sum by (job) (rate(x[5m]))`, StartMs: 1700000000123, EndMs: 1700000600123, StepMs: 37000, LookbackMs: 300000},
 		{Query: "x", StartMs: -5, ReplicaLabels: []string{"replica", "prometheus_replica"}, Dedup: true, PartialResponse: true},
 		{Query: "rate(x[1m])", Parts: true, PartsGrouping: []string{"job", "le"}, PartsWithout: true},
+		{Query: "topk(1, x)", SortSeries: true},
 	} {
 		buf := make([]byte, r.Size())
 		n, err := r.MarshalToSizedBuffer(buf)
