@@ -69,13 +69,19 @@ type Queue struct {
 	mtx       sync.Mutex
 	cond      *sync.Cond
 	closed    bool
-	w         *os.File // the segment being appended to
-	wSeg      uint64
+	wSeg      uint64 // the end of what is written and synced (published)
 	wSize     int64
 	rSeg      uint64 // the consumer's position
 	rOff      int64
 	pendBytes int64
 	pendSpans int64
+
+	// fileMtx guards the segment being appended to; it is taken before
+	// mtx, never after.
+	fileMtx  sync.Mutex
+	w        *os.File
+	fileSeg  uint64
+	fileSize int64
 
 	stop    chan struct{}
 	running sync.WaitGroup
@@ -223,7 +229,7 @@ func (q *Queue) recover() error {
 	if err != nil {
 		return fmt.Errorf("open queue segment: %w", err)
 	}
-	q.w = f
+	q.w, q.fileSeg, q.fileSize = f, q.wSeg, q.wSize
 	if q.pendSpans > 0 {
 		q.logger.Info("Replaying span queue", "spans", q.pendSpans, "bytes", q.pendBytes)
 	}
@@ -306,36 +312,66 @@ func (q *Queue) Append(td ptrace.Traces) error {
 	binary.BigEndian.PutUint32(rec[8:12], uint32(td.SpanCount()))
 	rec = append(rec, payload...)
 
+	n := int64(len(rec))
+	// Reserve room under the state lock, then write and sync under the
+	// file lock only, so that the consumer is not held up by a sync.
 	q.mtx.Lock()
-	defer q.mtx.Unlock()
 	if q.closed {
+		q.mtx.Unlock()
 		return ErrClosed
 	}
-	if q.pendBytes+int64(len(rec)) > q.opts.MaxBytes {
+	if q.pendBytes+n > q.opts.MaxBytes {
+		q.mtx.Unlock()
 		return ErrFull
 	}
-	if q.wSize > 0 && q.wSize+int64(len(rec)) > q.opts.SegmentBytes {
+	q.pendBytes += n
+	q.mtx.Unlock()
+
+	q.fileMtx.Lock()
+	defer q.fileMtx.Unlock()
+	err = q.write(rec)
+	// Publish while still holding the file lock, so that offsets are
+	// published in the order they were written.
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	if err != nil {
+		q.pendBytes -= n
+		return err
+	}
+	q.wSeg, q.wSize = q.fileSeg, q.fileSize
+	q.pendSpans += int64(td.SpanCount())
+	q.cond.Broadcast()
+	return nil
+}
+
+// write appends one record to the current segment, or a new one when it
+// is full, and syncs it; q.fileMtx is held.
+func (q *Queue) write(rec []byte) error {
+	if q.w == nil {
+		return ErrClosed
+	}
+	if q.fileSize > 0 && q.fileSize+int64(len(rec)) > q.opts.SegmentBytes {
 		if err := q.rotate(); err != nil {
 			return err
 		}
 	}
 	if _, err := q.w.Write(rec); err != nil {
 		// Cut the partial record so the segment stays readable.
-		_ = q.w.Truncate(q.wSize)
+		_ = q.w.Truncate(q.fileSize)
 		return fmt.Errorf("append to span queue: %w", err)
 	}
 	if err := q.w.Sync(); err != nil {
+		_ = q.w.Truncate(q.fileSize)
 		return fmt.Errorf("sync span queue: %w", err)
 	}
-	q.wSize += int64(len(rec))
-	q.pendBytes += int64(len(rec))
-	q.pendSpans += int64(td.SpanCount())
-	q.cond.Broadcast()
+	q.fileSize += int64(len(rec))
 	return nil
 }
 
+// rotate starts the next segment; q.fileMtx is held. The consumer learns
+// of it when the first record in it is published.
 func (q *Queue) rotate() error {
-	f, err := os.OpenFile(filepath.Join(q.opts.Dir, segName(q.wSeg+1)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(filepath.Join(q.opts.Dir, segName(q.fileSeg+1)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("start queue segment: %w", err)
 	}
@@ -344,7 +380,7 @@ func (q *Queue) rotate() error {
 		return err
 	}
 	q.w.Close()
-	q.w, q.wSeg, q.wSize = f, q.wSeg+1, 0
+	q.w, q.fileSeg, q.fileSize = f, q.fileSeg+1, 0
 	return nil
 }
 
@@ -378,7 +414,11 @@ func (q *Queue) Close() error {
 	q.cond.Broadcast()
 	q.mtx.Unlock()
 	q.running.Wait()
-	return q.w.Close()
+	q.fileMtx.Lock()
+	defer q.fileMtx.Unlock()
+	err := q.w.Close()
+	q.w = nil
+	return err
 }
 
 // next waits for a record after the consumer's position and returns where
