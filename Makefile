@@ -40,7 +40,7 @@ test: test-deps
 # Everything a test needs that is not Go source in this module: Debian's
 # peers, and binaries built from pinned modules under tools/ into .cache/bin
 # (only when missing).
-test-deps: deb-packages $(BIN)/prometheus $(BIN)/promtool $(BIN)/kube-apiserver $(BIN)/thanos
+test-deps: deb-packages $(BIN)/prometheus $(BIN)/promtool $(BIN)/kube-apiserver $(BIN)/thanos $(BIN)/telemetrygen
 
 deb-packages:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -72,6 +72,11 @@ $(BIN)/prometheus-slicelabels:
 	cd tools/prometheus && GOFLAGS=-buildvcs=false $(GO) build -tags slicelabels -o $(BIN)/prometheus-slicelabels \
 		-ldflags '-X github.com/prometheus/common/version.Version=$(PROM_VERSION)' \
 		github.com/prometheus/prometheus/cmd/prometheus
+
+# OpenTelemetry's load generator, for the tracing role's load test.
+$(BIN)/telemetrygen:
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) GOFLAGS=-buildvcs=false $(GO) install github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v0.161.0
 
 $(BIN)/kube-apiserver:
 	@mkdir -p $(BIN)
