@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -77,6 +78,33 @@ func TestFederatorPushDownEqualsReferencePrometheus(t *testing.T) {
 				t.Logf("%s over the data: leaves sent %v bytes with push-down, %v without", q, withPD, withoutPD)
 				if withPD <= 0 || withPD >= withoutPD {
 					t.Errorf("leaves sent %v bytes with push-down, %v without: want fewer, and some", withPD, withoutPD)
+				}
+
+				// A leaf that dies: push-down fails (or is not tried once
+				// the leaf is marked unhealthy), and the answer is the pull
+				// path's: partial, with a warning naming the leaf, or an
+				// error with partial_response=false.
+				dead := s.collectors["west-a"]
+				dead.Kill()
+				Eventually(t, 30*time.Second, 250*time.Millisecond, func() error {
+					r, err := s.fed.API.Query(ctx, q, s.d.end)
+					if err != nil {
+						return err
+					}
+					if r.Status != "success" || !strings.Contains(string(r.Data), `"east"`) || strings.Contains(string(r.Data), `"west"`) {
+						return fmt.Errorf("with west down: %s %s, want east only", r.Status, r.Data)
+					}
+					if !strings.Contains(strings.Join(r.Warnings, " "), dead.GRPCAddr) {
+						return fmt.Errorf("with west down: warnings %v, want one naming %s", r.Warnings, dead.GRPCAddr)
+					}
+					return nil
+				})
+				r, err := s.fed.API.Do(ctx, false, "query", map[string][]string{"query": {q}, "time": {FormatTime(s.d.end)}, "partial_response": {"false"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Status != "error" || !strings.Contains(r.Error, dead.GRPCAddr) {
+					t.Errorf("with west down and partial_response=false: %s %q, want an error naming %s", r.Status, r.Error, dead.GRPCAddr)
 				}
 			}
 		})
