@@ -81,7 +81,18 @@ type Queue struct {
 	fileMtx  sync.Mutex
 	w        *os.File
 	fileSeg  uint64
-	fileSize int64
+	fileSize int64 // written, not necessarily synced
+	// Group commit: appends write under fileMtx and then wait until a sync
+	// covers their record. One of them (the leader) syncs, with fileMtx
+	// released so that others keep writing; one fsync then acknowledges
+	// every record written before it started.
+	syncCond      *sync.Cond // on fileMtx
+	syncing       bool
+	syncedSize    int64  // of fileSeg: written and synced (and published)
+	unsyncedSpans int64  // spans of the records after syncedSize
+	syncGen       uint64 // bumped when a failed sync cut unsynced records
+	cutSeg        uint64 // where the last failed sync cut records off
+	cutOff        int64
 
 	stop    chan struct{}
 	running sync.WaitGroup
@@ -131,6 +142,7 @@ func Open(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Queue,
 		}),
 	}
 	q.cond = sync.NewCond(&q.mtx)
+	q.syncCond = sync.NewCond(&q.fileMtx)
 	if err := q.recover(); err != nil {
 		return nil, err
 	}
@@ -229,7 +241,7 @@ func (q *Queue) recover() error {
 	if err != nil {
 		return fmt.Errorf("open queue segment: %w", err)
 	}
-	q.w, q.fileSeg, q.fileSize = f, q.wSeg, q.wSize
+	q.w, q.fileSeg, q.fileSize, q.syncedSize = f, q.wSeg, q.wSize, q.wSize
 	if q.pendSpans > 0 {
 		q.logger.Info("Replaying span queue", "spans", q.pendSpans, "bytes", q.pendBytes)
 	}
@@ -329,47 +341,118 @@ func (q *Queue) Append(td ptrace.Traces) error {
 
 	q.fileMtx.Lock()
 	defer q.fileMtx.Unlock()
-	err = q.write(rec)
-	// Publish while still holding the file lock, so that offsets are
-	// published in the order they were written.
-	q.mtx.Lock()
-	defer q.mtx.Unlock()
-	if err != nil {
-		q.pendBytes -= n
-		return err
+	spans := int64(td.SpanCount())
+	seg, end, gen, err := q.write(rec, spans)
+	if err == nil {
+		err = q.waitSynced(seg, end, gen)
 	}
-	q.wSeg, q.wSize = q.fileSeg, q.fileSize
-	q.pendSpans += int64(td.SpanCount())
-	q.cond.Broadcast()
-	return nil
+	if err != nil {
+		q.mtx.Lock()
+		q.pendBytes -= n
+		q.mtx.Unlock()
+	}
+	return err
 }
 
+// errCut is returned to appends whose record a failed sync cut off.
+var errCut = errors.New("sync span queue: the record was cut after a failed sync")
+
 // write appends one record to the current segment, or a new one when it
-// is full, and syncs it; q.fileMtx is held.
-func (q *Queue) write(rec []byte) error {
-	if q.w == nil {
-		return ErrClosed
-	}
-	if q.fileSize > 0 && q.fileSize+int64(len(rec)) > q.opts.SegmentBytes {
-		if err := q.rotate(); err != nil {
-			return err
+// is full, without syncing it; q.fileMtx is held. It returns where the
+// record ends and the sync generation it was written in.
+func (q *Queue) write(rec []byte, spans int64) (seg uint64, end int64, gen uint64, err error) {
+	for q.w != nil && q.fileSize > 0 && q.fileSize+int64(len(rec)) > q.opts.SegmentBytes {
+		// The segment is full: leave it once everything written to it
+		// is synced (another append may rotate first).
+		switch {
+		case q.syncing:
+			q.syncCond.Wait()
+		case q.syncedSize < q.fileSize:
+			if err := q.syncLocked(); err != nil {
+				return 0, 0, 0, err
+			}
+		default:
+			if err := q.rotate(); err != nil {
+				return 0, 0, 0, err
+			}
 		}
+	}
+	if q.w == nil {
+		return 0, 0, 0, ErrClosed
 	}
 	if _, err := q.w.Write(rec); err != nil {
 		// Cut the partial record so the segment stays readable.
 		_ = q.w.Truncate(q.fileSize)
-		return fmt.Errorf("append to span queue: %w", err)
-	}
-	if err := q.w.Sync(); err != nil {
-		_ = q.w.Truncate(q.fileSize)
-		return fmt.Errorf("sync span queue: %w", err)
+		return 0, 0, 0, fmt.Errorf("append to span queue: %w", err)
 	}
 	q.fileSize += int64(len(rec))
+	q.unsyncedSpans += spans
+	return q.fileSeg, q.fileSize, q.syncGen, nil
+}
+
+// waitSynced returns once a sync covers the record ending at end in seg,
+// syncing itself when no other append is; q.fileMtx is held.
+func (q *Queue) waitSynced(seg uint64, end int64, gen uint64) error {
+	for {
+		if q.syncGen != gen {
+			// A sync failed since the record was written: it survived
+			// only if it was synced before (one failure since; after
+			// several, refuse it: the client retries and the store's
+			// idempotence absorbs a record that was kept after all).
+			if q.syncGen == gen+1 && (seg < q.cutSeg || seg == q.cutSeg && end <= q.cutOff) {
+				return nil
+			}
+			return errCut
+		}
+		if seg < q.fileSeg || end <= q.syncedSize {
+			return nil
+		}
+		if q.w == nil {
+			return ErrClosed
+		}
+		if !q.syncing {
+			if err := q.syncLocked(); err != nil {
+				return err
+			}
+			continue
+		}
+		q.syncCond.Wait()
+	}
+}
+
+// syncLocked syncs what is written to the current segment and publishes it
+// to the consumer; q.fileMtx is held, released during the fsync, and no
+// other sync is running. A failed sync cuts every unsynced record.
+func (q *Queue) syncLocked() error {
+	q.syncing = true
+	f, seg, target, spans := q.w, q.fileSeg, q.fileSize, q.unsyncedSpans
+	q.fileMtx.Unlock()
+	err := f.Sync()
+	q.fileMtx.Lock()
+	q.syncing = false
+	defer q.syncCond.Broadcast()
+	if err != nil {
+		// Records after target were written while this sync ran and
+		// are cut as well: their appends see the new generation.
+		_ = f.Truncate(q.syncedSize)
+		q.fileSize, q.unsyncedSpans, q.cutSeg, q.cutOff = q.syncedSize, 0, seg, q.syncedSize
+		q.syncGen++
+		return fmt.Errorf("sync span queue: %w", err)
+	}
+	q.syncedSize = target
+	q.unsyncedSpans -= spans
+	// Publish in write order: offsets only grow within a segment.
+	q.mtx.Lock()
+	q.wSeg, q.wSize = seg, target
+	q.pendSpans += spans
+	q.cond.Broadcast()
+	q.mtx.Unlock()
 	return nil
 }
 
-// rotate starts the next segment; q.fileMtx is held. The consumer learns
-// of it when the first record in it is published.
+// rotate starts the next segment; q.fileMtx is held and everything written
+// to the current one is synced. The consumer learns of the new segment when
+// the first record in it is published.
 func (q *Queue) rotate() error {
 	f, err := os.OpenFile(filepath.Join(q.opts.Dir, segName(q.fileSeg+1)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -380,7 +463,7 @@ func (q *Queue) rotate() error {
 		return err
 	}
 	q.w.Close()
-	q.w, q.fileSeg, q.fileSize = f, q.fileSeg+1, 0
+	q.w, q.fileSeg, q.fileSize, q.syncedSize, q.unsyncedSpans = f, q.fileSeg+1, 0, 0, 0
 	return nil
 }
 
@@ -416,8 +499,12 @@ func (q *Queue) Close() error {
 	q.running.Wait()
 	q.fileMtx.Lock()
 	defer q.fileMtx.Unlock()
+	for q.syncing {
+		q.syncCond.Wait()
+	}
 	err := q.w.Close()
 	q.w = nil
+	q.syncCond.Broadcast()
 	return err
 }
 
