@@ -78,13 +78,23 @@ $(BIN)/telemetrygen:
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) GOFLAGS=-buildvcs=false $(GO) install github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v0.161.0
 
+# Jaeger v2 with its Badger store, the tracing benchmark's peer. Build-only
+# module: `go get` fills its go.sum (no `go mod tidy`, see
+# ../shared/DEPENDENCIES.md); the collector modules are not all in the
+# checksum database.
+$(BIN)/jaeger:
+	@mkdir -p $(BIN)
+	cd tools/jaeger && GOFLAGS=-buildvcs=false \
+		GONOSUMDB=github.com/open-telemetry/opentelemetry-collector-contrib,go.opentelemetry.io/collector \
+		$(GO) build -o $(BIN)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
 $(BIN)/kube-apiserver:
 	@mkdir -p $(BIN)
 	cd tools/kube-apiserver && GOFLAGS=-buildvcs=false $(GO) build -o $(BIN)/kube-apiserver \
 		-ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34' \
 		k8s.io/kubernetes/cmd/kube-apiserver
 
-bench: test-deps $(BIN)/prometheus-slicelabels
+bench: test-deps $(BIN)/prometheus-slicelabels $(BIN)/jaeger
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
 
 lint:
