@@ -658,7 +658,11 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.stop)
 	<-s.done
-	return s.db.Close()
+	// Flush the memtables so that the write-ahead logs behind them are
+	// deleted: a closed store holds only compressed tables (and opens
+	// without replaying logs).
+	ferr := s.db.Flush()
+	return errors.Join(ferr, s.db.Close())
 }
 
 // pebbleLogger sends Pebble's messages to slog.
