@@ -20,6 +20,7 @@
 //	PANORAMA_BENCH_BINARY          a panorama binary to use instead of building ./cmd/panorama
 //	PANORAMA_BENCH_COLLECTOR_ENV   extra environment of the collector process, e.g. GOGC=75
 //	PANORAMA_PROMETHEUS            reference Prometheus binary (<repo>/.cache/bin/prometheus)
+//	PANORAMA_PROMETHEUS_SLICELABELS the same built with -tags slicelabels (<repo>/.cache/bin/prometheus-slicelabels; optional)
 //	PANORAMA_VICTORIAMETRICS       VictoriaMetrics binary (victoria-metrics in $PATH, else /usr/bin/victoria-metrics)
 //	PANORAMA_BENCH_KEEP            keep the working directory (data, logs, configuration) when set to 1
 package bench
