@@ -68,20 +68,24 @@ func BenchmarkTracingIngest(b *testing.B) {
 		lat := tracingQueries(b, peers, rounds)
 
 		// Disk after a clean shutdown, which flushes both stores.
-		disk := make([]int64, len(peers))
+		// tables: the sorted tables (and Badger's value log) alone,
+		// without write-ahead logs, which Pebble keeps (recycled, a fixed
+		// few memtables' worth) and Badger does not.
+		disk, tables := make([]int64, len(peers)), make([]int64, len(peers))
 		for i, p := range peers {
 			p.srv.stop()
 			for _, d := range p.dataDirs {
 				disk[i] += dirBytes(d)
+				tables[i] += filesBytes(d, ".sst", ".vlog")
 			}
 		}
 		queueLeft := dirBytes(filepath.Join(pano.srv.dir, "queue"))
 
 		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(w, "server\tspans/s\tspans per CPU-s\tCPU (cores)\tspans stored\tdisk B/span\t")
+		fmt.Fprintln(w, "server\tspans/s\tspans per CPU-s\tCPU (cores)\tspans stored\tdisk B/span\ttables B/span\t")
 		for i, p := range peers {
 			r := results[i]
-			fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.2f\t%.0f\t%.1f\t\n", p.srv.name, r.spansPerSec(), r.spansPerCPU(), r.cores(), loaded[i], float64(disk[i])/loaded[i])
+			fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.2f\t%.0f\t%.1f\t%.1f\t\n", p.srv.name, r.spansPerSec(), r.spansPerCPU(), r.cores(), loaded[i], float64(disk[i])/loaded[i], float64(tables[i])/loaded[i])
 		}
 		w.Flush()
 		fmt.Printf("(Panorama's disk figure includes %d bytes of queue segments)\n", queueLeft)
@@ -102,6 +106,8 @@ func BenchmarkTracingIngest(b *testing.B) {
 		b.ReportMetric(results[1].spansPerCPU(), "jaeger_spans_per_cpu_s")
 		b.ReportMetric(float64(disk[0])/loaded[0], "panorama_disk_B_per_span")
 		b.ReportMetric(float64(disk[1])/loaded[1], "jaeger_disk_B_per_span")
+		b.ReportMetric(float64(tables[0])/loaded[0], "panorama_tables_B_per_span")
+		b.ReportMetric(float64(tables[1])/loaded[1], "jaeger_tables_B_per_span")
 		if sh := results[0].shares; len(sh) > 0 {
 			fmt.Printf("bench: tracing: share of Panorama's CPU profile under load (%s):", profile)
 			for _, s := range sh {
@@ -540,6 +546,25 @@ func dirBytes(dir string) int64 {
 			n += st.Blocks * 512
 		} else {
 			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// filesBytes is the size of the files under dir whose names end in one of
+// suffixes.
+func filesBytes(dir string, suffixes ...string) int64 {
+	var n int64
+	_ = filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return nil
+		}
+		for _, s := range suffixes {
+			if strings.HasSuffix(path, s) {
+				n += fi.Size()
+				break
+			}
 		}
 		return nil
 	})
