@@ -27,8 +27,9 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o panorama ./cmd/panorama
 
-# Until the all-in-one mode exists, run a collector that scrapes a real
-# node-exporter (and itself) from examples/collector.yml.
+# Until the all-in-one mode exists: a collector scraping a real
+# node-exporter, itself and tracing; a federator over it; tracing with its
+# embedded store (examples/run.sh).
 run: build
 	@command -v prometheus-node-exporter >/dev/null || $(MAKE) --no-print-directory deb-packages
 	@bash examples/run.sh
