@@ -17,6 +17,15 @@
 //	PANORAMA_BENCH_FED_TARGETS_PER_LEAF federator: targets of 1,000 series per leaf (20)
 //	PANORAMA_BENCH_FED_ROUNDS      federator: measured rounds, each query once against each server (9)
 //	PANORAMA_THANOS                Thanos binary for the Thanos Querier (<repo>/.cache/bin/thanos)
+//	PANORAMA_BENCH_TRACING_CLIENTS tracing: telemetrygen processes driving a server (4)
+//	PANORAMA_BENCH_TRACING_RATE    tracing: traces/s per telemetrygen process (5000)
+//	PANORAMA_BENCH_TRACING_BATCH   tracing: spans per OTLP request (512)
+//	PANORAMA_BENCH_TRACING_WARMUP  tracing: load before measuring (10s)
+//	PANORAMA_BENCH_TRACING_WINDOW  tracing: measured window (60s)
+//	PANORAMA_BENCH_TRACING_PROFILE tracing: CPU profile of Panorama under load after the window (20s; 0 skips it)
+//	PANORAMA_BENCH_TRACING_ROUNDS  tracing: measured query rounds (25)
+//	PANORAMA_JAEGER                Jaeger v2 binary (<repo>/.cache/bin/jaeger)
+//	PANORAMA_TELEMETRYGEN          telemetrygen binary (<repo>/.cache/bin/telemetrygen)
 //	PANORAMA_BENCH_BINARY          a panorama binary to use instead of building ./cmd/panorama
 //	PANORAMA_BENCH_COLLECTOR_ENV   extra environment of the collector process, e.g. GOGC=75
 //	PANORAMA_PROMETHEUS            reference Prometheus binary (<repo>/.cache/bin/prometheus)
