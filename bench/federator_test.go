@@ -3,10 +3,8 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -102,22 +100,7 @@ func BenchmarkFederator(b *testing.B) {
 	client := &http.Client{Timeout: 5 * time.Minute}
 	evalTime := strconv.FormatFloat(float64(end.UnixMilli())/1000, 'f', 3, 64)
 	query := func(s *server, expr string) (time.Duration, []byte, error) {
-		u := s.url("/api/v1/query") + "?" + url.Values{"query": {expr}, "time": {evalTime}}.Encode()
-		start := time.Now()
-		resp, err := client.Get(u)
-		if err != nil {
-			return 0, nil, err
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		d := time.Since(start)
-		if err != nil {
-			return 0, nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return 0, nil, fmt.Errorf("%s: %q: %s: %s", s.name, expr, resp.Status, body)
-		}
-		return d, body, nil
+		return s.timedQuery(client, expr, evalTime)
 	}
 
 	// Every server sees every leaf (Thanos asks its endpoints in the

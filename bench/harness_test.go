@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -361,6 +362,29 @@ func (s *server) cpuSeconds() (float64, error) {
 		return 0, err
 	}
 	return float64(ut+st) / clockTicks, nil
+}
+
+// timedQuery runs GET /api/v1/query for expr at evalTime (seconds, as the
+// API takes them) and returns the time from sending the request to reading
+// the last byte of the answer, and the answer; a status other than 200 is
+// an error.
+func (s *server) timedQuery(client *http.Client, expr, evalTime string) (time.Duration, []byte, error) {
+	u := s.url("/api/v1/query") + "?" + url.Values{"query": {expr}, "time": {evalTime}}.Encode()
+	start := time.Now()
+	resp, err := client.Get(u)
+	if err != nil {
+		return 0, nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	d := time.Since(start)
+	if err != nil {
+		return 0, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, nil, fmt.Errorf("%s: %q: %s: %s", s.name, expr, resp.Status, body)
+	}
+	return d, body, nil
 }
 
 // rssBytes is VmRSS from /proc/<pid>/status.

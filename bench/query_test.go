@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -86,22 +85,7 @@ func BenchmarkQuery(b *testing.B) {
 	client := &http.Client{Timeout: 2 * time.Minute}
 	evalTime := strconv.FormatFloat(float64(end.UnixMilli())/1000, 'f', 3, 64)
 	query := func(s *server, expr string) (time.Duration, []byte, error) {
-		u := s.url("/api/v1/query") + "?" + url.Values{"query": {expr}, "time": {evalTime}}.Encode()
-		t0 := time.Now()
-		resp, err := client.Get(u)
-		if err != nil {
-			return 0, nil, err
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		d := time.Since(t0)
-		if err != nil {
-			return 0, nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return 0, nil, fmt.Errorf("%s: %q: %s: %s", s.name, expr, resp.Status, body)
-		}
-		return d, body, nil
+		return s.timedQuery(client, expr, evalTime)
 	}
 
 	// Same data, same answers (the collector's carry its cluster label).
