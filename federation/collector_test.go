@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
-	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/model"
@@ -57,26 +55,9 @@ func startCollector(t *testing.T, cluster string) *realCollector {
 	if err != nil {
 		t.Fatalf("collector.New: %v", err)
 	}
-	mux := http.NewServeMux()
-	c.Mount(mux.Handle)
-	hs := httptest.NewServer(mux)
-	var g run.Group
-	c.Register(&g)
-	stop := make(chan struct{})
-	g.Add(func() error { <-stop; return nil }, func(error) {})
-	done := make(chan error, 1)
-	go func() { done <- g.Run() }()
-	t.Cleanup(func() {
-		hs.Close()
-		close(stop)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("collector %s did not stop within 30s", cluster)
-		}
-	})
+	url := serveRole(t, "collector "+cluster, 30*time.Second, c.Mount, c.Register)
 	<-c.Ready()
-	return &realCollector{c: c, url: hs.URL}
+	return &realCollector{c: c, url: url}
 }
 
 // write sends series through the collector's /api/v1/write, as a

@@ -279,11 +279,24 @@ func startFederator(t testing.TB, opts Options) *testFederator {
 	if err != nil {
 		t.Fatal(err)
 	}
+	url := serveRole(t, "federator", 10*time.Second, f.Mount, f.Register)
+	select {
+	case <-f.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("federator not ready after 10s")
+	}
+	return &testFederator{f: f, url: url, reg: reg}
+}
+
+// serveRole serves a role's HTTP API on an httptest server and runs its
+// actors until the test ends, when it must stop within stopWithin.
+func serveRole(t testing.TB, name string, stopWithin time.Duration, mount func(func(string, http.Handler)), register func(*run.Group)) string {
+	t.Helper()
 	mux := http.NewServeMux()
-	f.Mount(mux.Handle)
+	mount(mux.Handle)
 	hs := httptest.NewServer(mux)
 	var g run.Group
-	f.Register(&g)
+	register(&g)
 	stop := make(chan struct{})
 	g.Add(func() error { <-stop; return nil }, func(error) {})
 	done := make(chan error, 1)
@@ -294,18 +307,13 @@ func startFederator(t testing.TB, opts Options) *testFederator {
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("federator: %v", err)
+				t.Errorf("%s: %v", name, err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("federator did not stop within 10s")
+		case <-time.After(stopWithin):
+			t.Errorf("%s did not stop within %s", name, stopWithin)
 		}
 	})
-	select {
-	case <-f.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("federator not ready after 10s")
-	}
-	return &testFederator{f: f, url: hs.URL, reg: reg}
+	return hs.URL
 }
 
 // apiResponse is Prometheus' API envelope, with the data left raw.
