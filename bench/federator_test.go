@@ -15,6 +15,8 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/panorama-obs/panorama/internal/testenv"
 )
 
 // fedQueries are the four queries, evaluated at the time of the
@@ -239,7 +241,7 @@ func thanosBinary(b *testing.B) string {
 	b.Helper()
 	p := os.Getenv("PANORAMA_THANOS")
 	if p == "" {
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/panorama-obs/panorama/internal/testenv"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
@@ -63,24 +65,6 @@ func benchDir(b *testing.B, name string) string {
 	return dir
 }
 
-// repoRoot walks up from the working directory to go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // buildPanorama builds ./cmd/panorama once per run, with the Makefile's
 // GOFLAGS unless the environment already selects the slicelabels tag, or
 // uses $PANORAMA_BENCH_BINARY when set.
@@ -92,7 +76,7 @@ func buildPanorama(b *testing.B) string {
 			_, buildErr = os.Stat(p)
 			return
 		}
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			buildErr = err
 			return
@@ -128,7 +112,7 @@ func prometheusBinary(b *testing.B) string {
 	b.Helper()
 	p := os.Getenv("PANORAMA_PROMETHEUS")
 	if p == "" {
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -146,7 +130,7 @@ func prometheusBinary(b *testing.B) string {
 func prometheusSlicelabelsBinary() string {
 	p := os.Getenv("PANORAMA_PROMETHEUS_SLICELABELS")
 	if p == "" {
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			return ""
 		}

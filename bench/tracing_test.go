@@ -17,6 +17,8 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+
+	"github.com/panorama-obs/panorama/internal/testenv"
 )
 
 // BenchmarkTracingIngest runs `panorama tracing` (embedded store) and
@@ -134,7 +136,7 @@ func jaegerBinary(b *testing.B) string {
 	b.Helper()
 	p := os.Getenv("PANORAMA_JAEGER")
 	if p == "" {
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -150,7 +152,7 @@ func telemetrygenBinary(b *testing.B) string {
 	b.Helper()
 	p := os.Getenv("PANORAMA_TELEMETRYGEN")
 	if p == "" {
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -36,6 +36,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/panorama-obs/panorama/internal/testenv"
 )
 
 // ErrNotInstalled is returned (wrapped) by StartCluster when etcd or
@@ -313,7 +315,7 @@ func (c *Cluster) logTails() string {
 func findBinaries() (etcdBin, kasBin string, err error) {
 	kasBin = os.Getenv("PANORAMA_KUBE_APISERVER")
 	if kasBin == "" {
-		root, err := repoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			return "", "", fmt.Errorf("%w: %v", ErrNotInstalled, err)
 		}
@@ -330,24 +332,6 @@ func findBinaries() (etcdBin, kasBin string, err error) {
 		return "", "", fmt.Errorf("%w: %v (or set PANORAMA_ETCD)", ErrNotInstalled, err)
 	}
 	return etcdBin, kasBin, nil
-}
-
-// repoRoot walks up from the working directory to the directory holding go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // freePorts returns n distinct loopback ports that are free right now, chosen

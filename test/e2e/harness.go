@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -23,13 +22,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/panorama-obs/panorama/internal/testenv"
 )
 
 // GoFlags are the flags every build of this module uses (see
@@ -46,43 +46,12 @@ const (
 	NodeExporterPath     = "/usr/bin/prometheus-node-exporter"
 )
 
-var (
-	rootOnce sync.Once
-	rootDir  string
-	rootErr  error
-
-	panoramaBin string
-)
-
-// RepoRoot is the directory holding go.mod, found by walking up from the
-// working directory.
-func RepoRoot() (string, error) {
-	rootOnce.Do(func() {
-		dir, err := os.Getwd()
-		if err != nil {
-			rootErr = err
-			return
-		}
-		for {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				rootDir = dir
-				return
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				rootErr = errors.New("no go.mod above the working directory")
-				return
-			}
-			dir = parent
-		}
-	})
-	return rootDir, rootErr
-}
+var panoramaBin string
 
 // BuildPanorama builds ./cmd/panorama into dir with the module's build
 // flags and returns the binary's path. TestMain calls it once.
 func BuildPanorama(dir string) (string, error) {
-	root, err := RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -116,7 +85,7 @@ func PanoramaBinary(t testing.TB) string {
 func RequireBinary(t testing.TB, path string) string {
 	t.Helper()
 	if !filepath.IsAbs(path) {
-		root, err := RepoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			t.Fatal(err)
 		}
