@@ -39,6 +39,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/panorama-obs/panorama/collector/kube"
+	"github.com/panorama-obs/panorama/internal/grpctls"
 )
 
 // Options are the collector's command-line settings.
@@ -46,10 +47,13 @@ type Options struct {
 	ConfigFile string
 	// ListenAddress is the web address the collector is reached at, for
 	// the links Prometheus' API builds.
-	ListenAddress       string
-	TSDBPath            string
-	Retention           model.Duration
-	GRPCAddress         string
+	ListenAddress string
+	TSDBPath      string
+	Retention     model.Duration
+	GRPCAddress   string
+	// GRPCServerTLS is the TLS of the StoreAPI's gRPC server (Thanos'
+	// --grpc-server-tls-*); plaintext when empty.
+	GRPCServerTLS       grpctls.ServerConfig
 	ExternalURL         *url.URL
 	QueryMaxSamples     int
 	QueryTimeout        time.Duration
@@ -101,6 +105,10 @@ type Collector struct {
 func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, opts Options) (*Collector, error) {
 	cfg, err := LoadFile(opts.ConfigFile, logger)
 	if err != nil {
+		return nil, err
+	}
+	// Before anything is opened: a bad certificate file stops start-up.
+	if err := opts.GRPCServerTLS.Check(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,7 +219,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 		reg.MustRegister(c.topologySynced)
 	}
 
-	c.store, err = newStoreServer(logger, c.db, cfg.Prometheus.GlobalConfig.ExternalLabels)
+	c.store, err = newStoreServer(logger, c.db, cfg.Prometheus.GlobalConfig.ExternalLabels, opts.GRPCServerTLS)
 	if err != nil {
 		return nil, err
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/thanos-io/thanos/pkg/store"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
+	"github.com/panorama-obs/panorama/internal/grpctls"
 	"github.com/panorama-obs/panorama/internal/server"
 
 	// Registers Thanos' gRPC codec for its gogo-protobuf messages.
@@ -49,7 +49,7 @@ type attachedTSDB struct {
 
 func (a attachedTSDB) StartTime() (int64, error) { return a.db.StartTime() }
 
-func newStoreServer(logger *slog.Logger, db *tsdb.DB, ext labels.Labels) (*storeServer, error) {
+func newStoreServer(logger *slog.Logger, db *tsdb.DB, ext labels.Labels, tlsCfg grpctls.ServerConfig) (*storeServer, error) {
 	gl := server.GoKitLogger(logger.With("component", "storeapi"))
 	q := newExternalLabelsQueryable(db, ext)
 	// No external labels for TSDBStore itself: they are on the series.
@@ -72,10 +72,10 @@ func newStoreServer(logger *slog.Logger, db *tsdb.DB, ext labels.Labels) (*store
 			}, nil
 		}),
 	)
-	srv := grpc.NewServer(grpc.MaxSendMsgSize(math.MaxInt32), grpc.MaxRecvMsgSize(math.MaxInt32),
-		// Thanos clients ping idle streams every 10 s; grpc-go's default
-		// policy would answer that with GOAWAY.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
+	srv, err := grpctls.NewServer(logger.With("component", "storeapi"), tlsCfg)
+	if err != nil {
+		return nil, err
+	}
 	store.RegisterStoreServer(tsdbStore, gl)(srv)
 	info.RegisterInfoServer(infoSrv)(srv)
 	return &storeServer{logger: logger, srv: srv}, nil

@@ -31,7 +31,7 @@ type realCollector struct {
 	url string
 }
 
-func startCollector(t *testing.T, cluster string) *realCollector {
+func startCollector(t *testing.T, cluster string, with ...func(*collector.Options)) *realCollector {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "collector.yml")
@@ -39,7 +39,7 @@ func startCollector(t *testing.T, cluster string) *realCollector {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	c, err := collector.New(testLogger(t, "collector "+cluster), reg, reg, collector.Options{
+	opts := collector.Options{
 		ConfigFile:          cfg,
 		ListenAddress:       "127.0.0.1:0",
 		TSDBPath:            filepath.Join(dir, "data"),
@@ -51,7 +51,11 @@ func startCollector(t *testing.T, cluster string) *realCollector {
 		LookbackDelta:       5 * time.Minute,
 		RemoteWriteReceiver: true,
 		RemoteFlushDeadline: time.Second,
-	})
+	}
+	for _, f := range with {
+		f(&opts)
+	}
+	c, err := collector.New(testLogger(t, "collector "+cluster), reg, reg, opts)
 	if err != nil {
 		t.Fatalf("collector.New: %v", err)
 	}

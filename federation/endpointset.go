@@ -98,11 +98,15 @@ func newEndpointSet(logger *slog.Logger, reg prometheus.Registerer, opts Options
 	if err != nil {
 		return nil, err
 	}
-	insecure, err := extgrpc.StoreClientTLSCredentials(kl, false, false, "", "", "", "", "")
+	// The same transport credentials for Thanos' endpoint set and for the
+	// push-down connections (leafConns): TLS as --grpc-client-* say, or
+	// plaintext.
+	c := opts.GRPCClientTLS
+	creds, err := extgrpc.StoreClientTLSCredentials(kl, c.Secure, c.SkipVerify, c.CertFile, c.KeyFile, c.CAFile, c.ServerName, c.MinVersion)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gRPC client TLS: %w", err)
 	}
-	dialOpts = append(dialOpts, insecure)
+	dialOpts = append(dialOpts, creds)
 	e.received = newReceivedBytes(reg)
 	e.leaves.dial = func(addr string) []grpc.DialOption {
 		return append(slices.Clip(dialOpts), e.received.dialOption(addr))

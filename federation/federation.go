@@ -23,9 +23,9 @@ import (
 	"fmt"
 	"github.com/go-kit/log"
 	"github.com/panorama-obs/panorama/federation/pushdown"
+	"github.com/panorama-obs/panorama/internal/grpctls"
 	"github.com/panorama-obs/panorama/internal/server"
 	"log/slog"
-	"math"
 	"net"
 	"net/url"
 	"time"
@@ -47,7 +47,6 @@ import (
 	"github.com/thanos-io/thanos/pkg/store"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 
@@ -105,6 +104,12 @@ type Options struct {
 
 	// GRPCAddress is where the StoreAPI is served; empty disables it.
 	GRPCAddress string
+	// GRPCServerTLS is the TLS of that server (Thanos'
+	// --grpc-server-tls-*); plaintext when empty.
+	GRPCServerTLS grpctls.ServerConfig
+	// GRPCClientTLS is the TLS of the connections to the endpoints, for
+	// the StoreAPI and push-down alike (Thanos Querier's --grpc-client-*).
+	GRPCClientTLS grpctls.ClientConfig
 	// ListenAddress and ExternalURL are for the links Prometheus' API builds.
 	ListenAddress string
 	ExternalURL   *url.URL
@@ -216,7 +221,9 @@ func New(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*Federat
 		if f.grpcLis, err = net.Listen("tcp", opts.GRPCAddress); err != nil {
 			return nil, fmt.Errorf("listen on --grpc-address=%s: %w", opts.GRPCAddress, err)
 		}
-		f.grpcSrv = f.newGRPCServer(kl)
+		if f.grpcSrv, err = f.newGRPCServer(kl); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return f, nil
@@ -263,10 +270,15 @@ func (o Options) validate() error {
 	if o.DefaultEvaluationInterval <= 0 {
 		return fmt.Errorf("--query.default-evaluation-interval must be positive, got %s", o.DefaultEvaluationInterval)
 	}
-	return nil
+	if o.GRPCAddress != "" {
+		if err := o.GRPCServerTLS.Check(); err != nil {
+			return err
+		}
+	}
+	return o.GRPCClientTLS.Check()
 }
 
-func (f *Federator) newGRPCServer(kl log.Logger) *grpc.Server {
+func (f *Federator) newGRPCServer(kl log.Logger) (*grpc.Server, error) {
 	infoSrv := info.NewInfoServer(component.Query.String(),
 		info.WithLabelSetFunc(func() []labelpb.ZLabelSet { return f.proxy.LabelSet() }),
 		info.WithStoreInfoFunc(func() (*infopb.StoreInfo, error) {
@@ -291,14 +303,10 @@ func (f *Federator) newGRPCServer(kl log.Logger) *grpc.Server {
 		}),
 		info.WithMetricMetadataInfoFunc(func() *infopb.MetricMetadataInfo { return &infopb.MetricMetadataInfo{} }),
 	)
-	srv := grpc.NewServer(
-		grpc.MaxSendMsgSize(math.MaxInt32),
-		grpc.MaxRecvMsgSize(math.MaxInt32),
-		// Thanos' clients (this federator's parent, a Thanos Querier) ping
-		// every 10s on a quiet stream; grpc-go's default policy would
-		// answer that with GOAWAY.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	srv, err := grpctls.NewServer(f.logger.With("component", "grpc"), f.opts.GRPCServerTLS)
+	if err != nil {
+		return nil, err
+	}
 	store.RegisterStoreServer(f.store, kl)(srv)
 	metadata.RegisterMetadataServer(f.metadata)(srv)
 	info.RegisterInfoServer(infoSrv)(srv)
@@ -311,7 +319,7 @@ func (f *Federator) newGRPCServer(kl log.Logger) *grpc.Server {
 			return WithRequestOptions(ctx, RequestOptions{PartialResponse: req.PartialResponse, Dedup: req.Dedup, ReplicaLabels: req.ReplicaLabels}), f.queryable
 		},
 	}})
-	return srv
+	return srv, nil
 }
 
 // Register adds the federator's long-running parts to a run group.

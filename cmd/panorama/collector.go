@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/promslog"
 
 	"github.com/panorama-obs/panorama/collector"
+	"github.com/panorama-obs/panorama/internal/grpctls"
 	"github.com/panorama-obs/panorama/internal/server"
 )
 
@@ -24,6 +25,7 @@ func registerCollector(app *kingpin.Application, roles map[string]setupFunc) {
 	)
 	cmd.Flag("config.file", "Collector configuration file (Prometheus format plus kubernetes_auto).").Default("collector.yml").StringVar(&opts.ConfigFile)
 	cmd.Flag("grpc-address", "Listen address of the Thanos StoreAPI (gRPC); empty disables it.").Default(":10901").StringVar(&opts.GRPCAddress)
+	grpcTLS := grpctls.AddServerFlags(cmd)
 	cmd.Flag("storage.tsdb.path", "Directory of the TSDB and its WAL.").Default("data/").StringVar(&opts.TSDBPath)
 	cmd.Flag("storage.tsdb.retention.time", "How long to keep samples.").Default("15d").SetValue(&retention)
 	cmd.Flag("web.external-url", "URL under which the collector is reached from outside (for links).").StringVar(&externalURL)
@@ -37,6 +39,7 @@ func registerCollector(app *kingpin.Application, roles map[string]setupFunc) {
 
 	roles[cmd.FullCommand()] = func(logCfg *promslog.Config) error {
 		opts.Retention = retention
+		opts.GRPCServerTLS = *grpcTLS
 		if externalURL != "" {
 			u, err := url.Parse(externalURL)
 			if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/promslog"
 
 	"github.com/panorama-obs/panorama/federation"
+	"github.com/panorama-obs/panorama/internal/grpctls"
 	"github.com/panorama-obs/panorama/internal/server"
 )
 
@@ -23,6 +24,8 @@ func registerFederator(app *kingpin.Application, roles map[string]setupFunc) {
 		extLabels   []string
 	)
 	cmd.Flag("grpc-address", "Listen address of the Thanos StoreAPI (gRPC) for the next level up; empty disables it.").Default(opts.GRPCAddress).StringVar(&opts.GRPCAddress)
+	grpcServerTLS := grpctls.AddServerFlags(cmd)
+	grpcClientTLS := grpctls.AddClientFlags(cmd)
 	cmd.Flag("endpoint", "StoreAPI endpoint to query: host:port, dns+host:port or dnssrv+name (repeatable).").PlaceHolder("<endpoint>").StringsVar(&opts.Endpoints)
 	cmd.Flag("endpoint.sd-file", "Prometheus file_sd file (JSON or YAML) whose targets are more endpoints, re-read on change (repeatable).").PlaceHolder("<path>").StringsVar(&opts.EndpointSDFiles)
 	cmd.Flag("endpoint.sd-interval", "Re-read the sd-files at least this often.").Default(model.Duration(opts.EndpointSDInterval).String()).DurationVar(&opts.EndpointSDInterval)
@@ -48,6 +51,8 @@ func registerFederator(app *kingpin.Application, roles map[string]setupFunc) {
 			return err
 		}
 		opts.ExternalLabels = ext
+		opts.GRPCServerTLS = *grpcServerTLS
+		opts.GRPCClientTLS = *grpcClientTLS
 		if externalURL != "" {
 			u, err := url.Parse(externalURL)
 			if err != nil {
