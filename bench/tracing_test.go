@@ -67,20 +67,21 @@ func BenchmarkTracingIngest(b *testing.B) {
 			}
 			loaded[i] = v
 		}
-		lat := tracingQueries(b, peers, rounds)
-
-		// Disk after a clean shutdown, which flushes both stores.
-		// tables: the sorted tables (and Badger's value log) alone,
-		// without write-ahead logs, which Pebble keeps (recycled, a fixed
-		// few memtables' worth) and Badger does not.
-		disk, tables := make([]int64, len(peers)), make([]int64, len(peers))
+		end := time.Now().Add(time.Minute)
+		window := fmt.Sprintf("&start=%d&end=%d", end.Add(-time.Hour).UnixMicro(), end.UnixMicro())
+		ids := make([][]string, len(peers))
 		for i, p := range peers {
-			p.srv.stop()
-			for _, d := range p.dataDirs {
-				disk[i] += dirBytes(d)
-				tables[i] += filesBytes(d, ".sst", ".vlog")
+			ids[i] = traceIDs(b, p, "/api/traces?service=telemetrygen&limit="+strconv.Itoa(rounds)+window)
+			if len(ids[i]) == 0 {
+				b.Fatalf("%s: no traces found", p.srv.name)
 			}
 		}
+		lat := tracingQueries(b, peers, rounds, ids, []tracingSearch{
+			{"search_service", "/api/traces?service=telemetrygen&limit=20" + window},
+			{"search_operation_tag", "/api/traces?service=telemetrygen&operation=lets-go&limit=20&tags=" + url.QueryEscape(`{"span.kind":"client"}`) + window},
+		})
+
+		disk, tables := stopAndMeasureDisk(peers)
 		queueLeft := dirBytes(filepath.Join(pano.srv.dir, "queue"))
 
 		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -446,25 +447,16 @@ type queryTimes struct {
 	ms   [2][]float64 // per peer
 }
 
-// tracingQueries times, in rounds that alternate which server goes first,
-// a trace by ID (a different trace each round, picked by an earlier search)
-// and two searches over the last hour.
-func tracingQueries(b *testing.B, peers []*tracingPeer, rounds int) []queryTimes {
+// tracingSearch is one timed search: a name and the query API path.
+type tracingSearch struct{ name, path string }
+
+// tracingQueries times, after 3 warm-up rounds, in rounds that alternate
+// which server goes first, a trace by ID (peer i's round r asks for
+// ids[i][r mod len(ids[i])], a different trace each round when there are
+// enough IDs) and each search. A warm-up search that finds no trace fails
+// the benchmark.
+func tracingQueries(b *testing.B, peers []*tracingPeer, rounds int, ids [][]string, searches []tracingSearch) []queryTimes {
 	b.Helper()
-	end := time.Now().Add(time.Minute)
-	start := end.Add(-time.Hour)
-	window := fmt.Sprintf("&start=%d&end=%d", start.UnixMicro(), end.UnixMicro())
-	searches := []struct{ name, query string }{
-		{"search_service", "/api/traces?service=telemetrygen&limit=20" + window},
-		{"search_operation_tag", "/api/traces?service=telemetrygen&operation=lets-go&limit=20&tags=" + url.QueryEscape(`{"span.kind":"client"}`) + window},
-	}
-	ids := make([][]string, len(peers))
-	for i, p := range peers {
-		ids[i] = traceIDs(b, p, "/api/traces?service=telemetrygen&limit="+strconv.Itoa(rounds)+window)
-		if len(ids[i]) == 0 {
-			b.Fatalf("%s: no traces found", p.srv.name)
-		}
-	}
 	out := []queryTimes{{name: "trace_by_id"}}
 	for _, s := range searches {
 		out = append(out, queryTimes{name: s.name})
@@ -475,7 +467,7 @@ func tracingQueries(b *testing.B, peers []*tracingPeer, rounds int) []queryTimes
 			p := peers[i]
 			paths := []string{"/api/traces/" + ids[i][max(round, 0)%len(ids[i])]}
 			for _, s := range searches {
-				paths = append(paths, s.query)
+				paths = append(paths, s.path)
 			}
 			for q, path := range paths {
 				t0 := time.Now()
@@ -496,6 +488,23 @@ func tracingQueries(b *testing.B, peers []*tracingPeer, rounds int) []queryTimes
 	return out
 }
 
+// stopAndMeasureDisk stops every peer cleanly (which flushes both stores)
+// and returns the disk each one's data directories take: every file, and
+// the sorted tables (and Badger's value log) alone, without write-ahead
+// logs, which Pebble keeps (recycled, a fixed few memtables' worth) and
+// Badger does not.
+func stopAndMeasureDisk(peers []*tracingPeer) (disk, tables []int64) {
+	disk, tables = make([]int64, len(peers)), make([]int64, len(peers))
+	for i, p := range peers {
+		p.srv.stop()
+		for _, d := range p.dataDirs {
+			disk[i] += dirBytes(d)
+			tables[i] += filesBytes(d, ".sst", ".vlog")
+		}
+	}
+	return disk, tables
+}
+
 func traceIDs(b *testing.B, p *tracingPeer, path string) []string {
 	b.Helper()
 	body, err := getBody(p.api + path)
@@ -512,13 +521,20 @@ func traceIDs(b *testing.B, p *tracingPeer, path string) []string {
 	}
 	var ids []string
 	for _, t := range resp.Data {
-		ids = append(ids, t.TraceID)
+		// Jaeger's JSON drops a trace ID's leading zeros; both servers
+		// take the full 32 digits.
+		id := t.TraceID
+		if len(id) < 32 {
+			id = strings.Repeat("0", 32-len(id)) + id
+		}
+		ids = append(ids, id)
 	}
 	return ids
 }
 
 func getBody(u string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Jaeger's Badger searches take seconds over millions of spans.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	resp, err := http.DefaultClient.Do(req)
