@@ -39,6 +39,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/panorama-obs/panorama/collector/kube"
+	"github.com/panorama-obs/panorama/federation/pushdown"
 	"github.com/panorama-obs/panorama/internal/grpctls"
 )
 
@@ -170,7 +171,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 		return nil, fmt.Errorf("scrape manager: %w", err)
 	}
 
-	c.engine = promql.NewEngine(promql.EngineOpts{
+	engineOpts := promql.EngineOpts{
 		Logger:               logger.With("component", "query engine"),
 		Reg:                  reg,
 		MaxSamples:           opts.QueryMaxSamples,
@@ -182,7 +183,8 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 		NoStepSubqueryIntervalFn: func(int64) int64 {
 			return int64(time.Duration(c.config().Prometheus.GlobalConfig.EvaluationInterval) / time.Millisecond)
 		},
-	})
+	}
+	c.engine = promql.NewEngine(engineOpts)
 	c.rules = rules.NewManager(&rules.ManagerOptions{
 		Appendable: c.fanout,
 		Queryable:  c.db,
@@ -223,7 +225,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 	if err != nil {
 		return nil, err
 	}
-	c.store.servePushDown(c.engine, c.queryable)
+	c.store.servePushDown(c.engine, opts.QueryMaxSamples, pushdown.NewEngines(engineOpts), c.queryable)
 	if opts.GRPCAddress != "" {
 		if c.grpcLis, err = net.Listen("tcp", opts.GRPCAddress); err != nil {
 			return nil, fmt.Errorf("listen on --grpc-address=%s: %w", opts.GRPCAddress, err)

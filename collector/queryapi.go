@@ -13,10 +13,14 @@ import (
 // a federator above evaluates distributable aggregations here, with the
 // collector's own engine over the series its StoreAPI serves (external
 // labels attached; replica labels dropped when the federator deduplicates,
-// as its querier does with pulled series).
-func (s *storeServer) servePushDown(engine promql.QueryEngine, q storage.Queryable) {
+// as its querier does with pulled series). A request evaluates with the
+// smaller of the collector's --query.max-samples (maxSamples, engine's
+// limit) and the federator's, from limited.
+func (s *storeServer) servePushDown(engine promql.QueryEngine, maxSamples int, limited *pushdown.Engines, q storage.Queryable) {
 	pushdown.Register(s.srv, &pushdown.Server{
-		Engine: engine,
+		Engine:     engine,
+		MaxSamples: maxSamples,
+		Limited:    limited.Get,
 		Queryable: func(ctx context.Context, req *pushdown.Request) (context.Context, storage.Queryable) {
 			if !req.Dedup {
 				return ctx, q

@@ -195,7 +195,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*Federat
 	}
 	evalInterval := opts.DefaultEvaluationInterval.Milliseconds()
 	limit := newConcurrencyLimit(opts.QueryMaxConcurrent)
-	f.engine = newPushdownEngine(f, limit, promql.NewEngine(promql.EngineOpts{
+	f.engine = newPushdownEngine(f, limit, promql.EngineOpts{
 		Logger:                   logger.With("component", "query engine"),
 		Reg:                      reg,
 		MaxSamples:               opts.QueryMaxSamples,
@@ -205,7 +205,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, opts Options) (*Federat
 		NoStepSubqueryIntervalFn: func(int64) int64 { return evalInterval },
 		EnableAtModifier:         true,
 		EnableNegativeOffset:     true,
-	}), reg)
+	}, reg)
 	gatherer, isGatherer := reg.(prometheus.Gatherer)
 	if !isGatherer {
 		gatherer = prometheus.NewRegistry()
@@ -314,7 +314,10 @@ func (f *Federator) newGRPCServer(kl log.Logger) (*grpc.Server, error) {
 	// evaluated as this federator evaluates its own queries (pushing down
 	// further where it can), over the series the parent would have pulled.
 	pushdown.Register(srv, &federatorEvaluator{e: f.engine, generic: &pushdown.Server{
-		Engine: f.engine,
+		Engine:     f.engine,
+		MaxSamples: f.opts.QueryMaxSamples,
+		// A parent's smaller limit applies here and is forwarded on.
+		Limited: func(maxSamples int) promql.QueryEngine { return f.engine.withMaxSamples(maxSamples) },
 		Queryable: func(ctx context.Context, req *pushdown.Request) (context.Context, storage.Queryable) {
 			return WithRequestOptions(ctx, RequestOptions{PartialResponse: req.PartialResponse, Dedup: req.Dedup, ReplicaLabels: req.ReplicaLabels}), f.queryable
 		},

@@ -56,7 +56,10 @@ import (
 // push-down.
 type pushdownEngine struct {
 	inner *promql.Engine
-	f     *Federator
+	// limited are engines like inner with a smaller sample limit, for a
+	// parent federator's push-down requests (pushdown.Request.MaxSamples).
+	limited *pushdown.Engines
+	f       *Federator
 	// limit is the engine's --query.max-concurrent, which the calls to the
 	// leaves take a slot of too (released before the engine takes its own).
 	limit     *concurrencyLimit
@@ -70,12 +73,13 @@ type pushdownEngine struct {
 // (a Thanos sidecar, store or querier) is not asked again.
 const noServiceRecheck = 5 * time.Minute
 
-func newPushdownEngine(f *Federator, limit *concurrencyLimit, inner *promql.Engine, reg prometheus.Registerer) *pushdownEngine {
+func newPushdownEngine(f *Federator, limit *concurrencyLimit, opts promql.EngineOpts, reg prometheus.Registerer) *pushdownEngine {
 	e := &pushdownEngine{
-		inner:  inner,
-		limit:  limit,
-		f:      f,
-		logger: f.logger.With("component", "push-down"),
+		inner:   promql.NewEngine(opts),
+		limited: pushdown.NewEngines(opts),
+		limit:   limit,
+		f:       f,
+		logger:  f.logger.With("component", "push-down"),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "panorama_federator_pushdown_aggregations_total",
 			Help: "Expressions considered for push-down (aggregations, and expressions of single series), by outcome: pushed (evaluated at the leaves), pulled (aggregations not distributable here: their series were pulled), fallback (push-down was tried and the query was answered by pulling series instead).",
@@ -92,19 +96,47 @@ func newPushdownEngine(f *Federator, limit *concurrencyLimit, inner *promql.Engi
 }
 
 func (e *pushdownEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
-	pull, err := e.inner.NewInstantQuery(ctx, q, opts, qs, ts)
-	if err != nil || !e.f.opts.PushDown {
-		return pull, err
-	}
-	return e.plan(q, opts, qs, pull, ts, ts, 0), nil
+	return e.withMaxSamples(e.f.opts.QueryMaxSamples).NewInstantQuery(ctx, q, opts, qs, ts)
 }
 
 func (e *pushdownEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
-	pull, err := e.inner.NewRangeQuery(ctx, q, opts, qs, start, end, step)
-	if err != nil || !e.f.opts.PushDown {
+	return e.withMaxSamples(e.f.opts.QueryMaxSamples).NewRangeQuery(ctx, q, opts, qs, start, end, step)
+}
+
+// withMaxSamples is the engine with a sample limit of maxSamples, at most
+// the federator's own --query.max-samples: for its own queries, and for a
+// parent's push-down requests with a smaller limit. The limit applies to
+// what this federator loads, and is sent to its leaves with every
+// push-down request, so that they evaluate with it too.
+func (e *pushdownEngine) withMaxSamples(maxSamples int) *limitedEngine {
+	own := e.f.opts.QueryMaxSamples
+	if maxSamples <= 0 || maxSamples >= own {
+		return &limitedEngine{e: e, inner: e.inner, maxSamples: own}
+	}
+	return &limitedEngine{e: e, inner: e.limited.Get(maxSamples), maxSamples: maxSamples}
+}
+
+// limitedEngine is the push-down engine with one sample limit.
+type limitedEngine struct {
+	e          *pushdownEngine
+	inner      promql.QueryEngine
+	maxSamples int
+}
+
+func (l *limitedEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
+	pull, err := l.inner.NewInstantQuery(ctx, q, opts, qs, ts)
+	if err != nil || !l.e.f.opts.PushDown {
 		return pull, err
 	}
-	return e.plan(q, opts, qs, pull, start, end, step), nil
+	return l.plan(q, opts, qs, pull, ts, ts, 0), nil
+}
+
+func (l *limitedEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
+	pull, err := l.inner.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	if err != nil || !l.e.f.opts.PushDown {
+		return pull, err
+	}
+	return l.plan(q, opts, qs, pull, start, end, step), nil
 }
 
 // pushNode is one aggregation to evaluate at the leaves.
@@ -125,7 +157,8 @@ type pushNode struct {
 	keepsLabel func(name string) bool
 }
 
-func (e *pushdownEngine) plan(q storage.Queryable, opts promql.QueryOpts, qs string, pull promql.Query, start, end time.Time, step time.Duration) promql.Query {
+func (l *limitedEngine) plan(q storage.Queryable, opts promql.QueryOpts, qs string, pull promql.Query, start, end time.Time, step time.Duration) promql.Query {
+	e := l.e
 	expr, err := parser.ParseExpr(qs)
 	if err != nil || (step != 0 && step.Milliseconds() == 0) {
 		// (A range query's step is sent in milliseconds.)
@@ -157,7 +190,7 @@ func (e *pushdownEngine) plan(q storage.Queryable, opts promql.QueryOpts, qs str
 	if len(nodes) == 0 {
 		return pull
 	}
-	return &pushdownQuery{e: e, q: q, opts: opts, expr: expr, nodes: nodes, start: start, end: end, step: step, pull: pull}
+	return &pushdownQuery{e: e, inner: l.inner, maxSamples: l.maxSamples, q: q, opts: opts, expr: expr, nodes: nodes, start: start, end: end, step: step, pull: pull}
 }
 
 // inspect calls f, outermost first, on every aggregation, and every
@@ -397,7 +430,11 @@ func isLiteral(e parser.Expr) bool {
 // same query without push-down, run instead whenever push-down cannot give
 // Prometheus' exact answer.
 type pushdownQuery struct {
-	e          *pushdownEngine
+	e *pushdownEngine
+	// inner evaluates the query over the leaves' answers, with the
+	// query's sample limit, maxSamples, which the leaves are sent too.
+	inner      promql.QueryEngine
+	maxSamples int
 	q          storage.Queryable
 	opts       promql.QueryOpts
 	expr       parser.Expr
@@ -448,6 +485,7 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		LookbackMs:      lookback.Milliseconds(),
 		Dedup:           ro.Dedup,
 		PartialResponse: ro.PartialResponse,
+		MaxSamples:      int64(p.maxSamples),
 	}
 	if ro.Dedup {
 		req.ReplicaLabels = replicas
@@ -529,6 +567,16 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 	wg.Wait()
 	p.e.limit.Delete(0)
 
+	for _, a := range answers {
+		if pushdown.IsTooManySamples(a.err) {
+			// A leaf's part of the query alone loads more than
+			// --query.max-samples: the whole query would too, pulling
+			// its series. Fail as that would, without pulling them.
+			p.e.outcomes.WithLabelValues("pushed").Add(float64(len(nodes)))
+			p.e.outcomes.WithLabelValues("pulled").Add(float64(pulled))
+			return &promql.Result{Err: promql.ErrTooManySamples(tooManySamplesEnv)}, nil
+		}
+	}
 	grid := stepGrid(p.start, p.end, p.step)
 	warnings := annotations.New()
 	perNode := make([][]answer, len(nodes))
@@ -599,9 +647,9 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		err error
 	)
 	if p.step == 0 {
-		qry, err = p.e.inner.NewInstantQuery(ctx, synthetic, p.opts, qs, p.start)
+		qry, err = p.inner.NewInstantQuery(ctx, synthetic, p.opts, qs, p.start)
 	} else {
-		qry, err = p.e.inner.NewRangeQuery(ctx, synthetic, p.opts, qs, p.start, p.end, p.step)
+		qry, err = p.inner.NewRangeQuery(ctx, synthetic, p.opts, qs, p.start, p.end, p.step)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the query over the leaves' answers, %s: %w", qs, err)
@@ -625,6 +673,11 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 	p.mu.Unlock()
 	return res, nil
 }
+
+// tooManySamplesEnv is where Prometheus' engine reports a query over its
+// sample limit: "query processing would load too many samples into memory
+// in query execution".
+const tooManySamplesEnv = "query execution"
 
 // mergedGroup is one group of a pushed-down sum or avg: its labels and its
 // value per step.
@@ -774,6 +827,13 @@ func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request
 	if req.Dedup {
 		r.ReplicaLabels = replicas
 	}
+	// The leaves evaluate with the smaller of the parent's limit and this
+	// federator's.
+	ownMax := int64(e.f.opts.QueryMaxSamples)
+	r.MaxSamples = ownMax
+	if req.MaxSamples > 0 && req.MaxSamples < ownMax {
+		r.MaxSamples = req.MaxSamples
+	}
 	if _, err := e.limit.Insert(ctx, req.Query); err != nil {
 		return true, err
 	}
@@ -807,6 +867,10 @@ func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request
 	}
 	wg.Wait()
 	for _, err := range errs {
+		if pushdown.IsTooManySamples(err) && req.MaxSamples > 0 && req.MaxSamples <= ownMax {
+			// Over the parent's limit: the parent fails the query.
+			return true, err
+		}
 		if err != nil {
 			e.logger.Debug("Evaluating partial sums here instead", "query", req.Query, "reason", err)
 			return false, nil

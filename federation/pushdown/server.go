@@ -3,6 +3,8 @@ package pushdown
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -19,6 +21,12 @@ import (
 // Server evaluates pushed-down expressions with a leaf's own PromQL engine.
 type Server struct {
 	Engine promql.QueryEngine
+	// MaxSamples is the leaf's own --query.max-samples, Engine's limit.
+	MaxSamples int
+	// Limited is an engine like Engine that loads at most maxSamples
+	// samples (fewer than MaxSamples), for a request whose MaxSamples is
+	// below the leaf's own; nil evaluates every request with Engine.
+	Limited func(maxSamples int) promql.QueryEngine
 	// Queryable gives the leaf's data as the federator would pull it for
 	// req (for a collector: with its external labels, without the replica
 	// labels when req.Dedup), and the context to evaluate under.
@@ -31,6 +39,17 @@ const batchSize = 256
 // Eval implements Evaluator.
 func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.QueryResponse) error) error {
 	ctx, q := s.Queryable(ctx, req)
+	// The smaller of the leaf's limit and the requester's.
+	// requested: the limit in force is the requester's.
+	engine, requested := s.Engine, false
+	if req.MaxSamples > 0 {
+		switch {
+		case s.MaxSamples > 0 && req.MaxSamples == int64(s.MaxSamples):
+			requested = true
+		case (s.MaxSamples <= 0 || req.MaxSamples < int64(s.MaxSamples)) && s.Limited != nil:
+			engine, requested = s.Limited(int(req.MaxSamples)), true
+		}
+	}
 	if req.SortSeries {
 		q = sortedQueryable{q}
 	}
@@ -40,12 +59,12 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 		err error
 	)
 	if req.StepMs == 0 {
-		qry, err = s.Engine.NewInstantQuery(ctx, q, opts, req.Query, time.UnixMilli(req.StartMs))
+		qry, err = engine.NewInstantQuery(ctx, q, opts, req.Query, time.UnixMilli(req.StartMs))
 	} else {
 		if req.StepMs < 0 || req.EndMs < req.StartMs {
 			return status.Errorf(codes.InvalidArgument, "bad range: start %d, end %d, step %d ms", req.StartMs, req.EndMs, req.StepMs)
 		}
-		qry, err = s.Engine.NewRangeQuery(ctx, q, opts, req.Query, time.UnixMilli(req.StartMs), time.UnixMilli(req.EndMs), time.Duration(req.StepMs)*time.Millisecond)
+		qry, err = engine.NewRangeQuery(ctx, q, opts, req.Query, time.UnixMilli(req.StartMs), time.UnixMilli(req.EndMs), time.Duration(req.StepMs)*time.Millisecond)
 	}
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -53,6 +72,13 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 	defer qry.Close()
 	res := qry.Exec(ctx)
 	if res.Err != nil {
+		if requested && errors.As(res.Err, new(promql.ErrTooManySamples)) {
+			// Over the requester's limit: the requester fails the query
+			// with Prometheus' error, as it would pulling the series.
+			return status.Error(codes.ResourceExhausted, res.Err.Error())
+		}
+		// Anything else, the leaf's own smaller limit included: the
+		// requester pulls the series instead.
 		return status.Error(codes.Aborted, res.Err.Error())
 	}
 	for _, w := range res.Warnings {
@@ -112,6 +138,55 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 		return status.Errorf(codes.InvalidArgument, "push-down answers vectors, and %q is a %s", req.Query, res.Value.Type())
 	}
 	return flush()
+}
+
+// IsTooManySamples tells whether err, from Call, is a leaf's refusal to
+// load more samples than the request's MaxSamples: the query is over the
+// requester's --query.max-samples, and fails with
+// promql.ErrTooManySamples as it would without push-down.
+func IsTooManySamples(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.ResourceExhausted && strings.HasPrefix(st.Message(), tooManySamplesPrefix)
+}
+
+// tooManySamplesPrefix is the start of promql.ErrTooManySamples' message.
+var tooManySamplesPrefix = strings.TrimSuffix(promql.ErrTooManySamples("").Error(), " ")
+
+// Engines are Prometheus engines that differ only in their sample limit,
+// made on first use from one set of options (those of the leaf's own
+// engine; its registerer is left out, as the own engine already exports
+// the metrics, and its query tracker is shared, so that
+// --query.max-concurrency counts them all). A leaf has few of them: one
+// per distinct --query.max-samples of the federators above it.
+type Engines struct {
+	opts promql.EngineOpts
+	mu   sync.Mutex
+	m    map[int]*promql.Engine
+}
+
+// maxCachedEngines bounds Engines: past it, an engine is made per request.
+const maxCachedEngines = 16
+
+// NewEngines makes engines with opts but for MaxSamples.
+func NewEngines(opts promql.EngineOpts) *Engines {
+	opts.Reg = nil
+	return &Engines{opts: opts, m: map[int]*promql.Engine{}}
+}
+
+// Get is the engine whose limit is maxSamples.
+func (e *Engines) Get(maxSamples int) promql.QueryEngine {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if eng, ok := e.m[maxSamples]; ok {
+		return eng
+	}
+	opts := e.opts
+	opts.MaxSamples = maxSamples
+	eng := promql.NewEngine(opts)
+	if len(e.m) < maxCachedEngines {
+		e.m[maxSamples] = eng
+	}
+	return eng
 }
 
 // sortedQueryable selects series in label order.

@@ -55,6 +55,12 @@ type Request struct {
 	// the federator would have pulled them (topk and bottomk break ties by
 	// the order they meet series in); otherwise in the storage's order.
 	SortSeries bool
+	// MaxSamples is the requester's --query.max-samples: the leaf
+	// evaluates with the smaller of it and its own limit, so that a query
+	// over the requester's limit fails as it would without push-down. 0
+	// (a request from a federator before this field) means no limit but
+	// the leaf's own.
+	MaxSamples int64
 }
 
 // Field numbers of Request on the wire.
@@ -71,6 +77,7 @@ const (
 	fieldPartsGrouping
 	fieldPartsWithout
 	fieldSortSeries
+	fieldMaxSamples
 )
 
 func (r *Request) appendTo(b []byte) []byte {
@@ -81,7 +88,7 @@ func (r *Request) appendTo(b []byte) []byte {
 	for _, f := range []struct {
 		n protowire.Number
 		v int64
-	}{{fieldStart, r.StartMs}, {fieldEnd, r.EndMs}, {fieldStep, r.StepMs}, {fieldLookback, r.LookbackMs}} {
+	}{{fieldStart, r.StartMs}, {fieldEnd, r.EndMs}, {fieldStep, r.StepMs}, {fieldLookback, r.LookbackMs}, {fieldMaxSamples, r.MaxSamples}} {
 		if f.v != 0 {
 			b = protowire.AppendTag(b, f.n, protowire.VarintType)
 			b = protowire.AppendVarint(b, protowire.EncodeZigZag(f.v))
@@ -158,6 +165,8 @@ func (r *Request) Unmarshal(b []byte) error {
 				r.StepMs = protowire.DecodeZigZag(v)
 			case fieldLookback:
 				r.LookbackMs = protowire.DecodeZigZag(v)
+			case fieldMaxSamples:
+				r.MaxSamples = protowire.DecodeZigZag(v)
 			case fieldDedup:
 				r.Dedup = v != 0
 			case fieldPartialResponse:

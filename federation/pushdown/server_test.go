@@ -1,0 +1,78 @@
+package pushdown
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/thanos-io/thanos/pkg/api/query/querypb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestServerMaxSamples: a leaf evaluates with the smaller of its own
+// limit and the request's, answers ResourceExhausted (the requester's
+// too-many-samples) only when the request's limit was the one exceeded,
+// and Aborted (pull instead) when its own was; a request without a limit
+// has none but the leaf's.
+func TestServerMaxSamples(t *testing.T) {
+	db, err := tsdb.Open(t.TempDir(), nil, nil, tsdb.DefaultOptions(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now().Truncate(time.Minute)
+	app := db.Appender(context.Background())
+	for _, inst := range []string{"a", "b"} {
+		for i := 0; i < 40; i++ {
+			if _, err := app.Append(0, labels.FromStrings("__name__", "x", "instance", inst), now.Add(time.Duration(i-39)*15*time.Second).UnixMilli(), float64(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	opts := promql.EngineOpts{MaxSamples: 100, Timeout: time.Minute, LookbackDelta: 5 * time.Minute}
+	engines := NewEngines(opts)
+	server := func(own int, limited bool) *Server {
+		o := opts
+		o.MaxSamples = own
+		s := &Server{Engine: promql.NewEngine(o), MaxSamples: own, Queryable: func(ctx context.Context, _ *Request) (context.Context, storage.Queryable) { return ctx, db }}
+		if limited {
+			s.Limited = func(n int) promql.QueryEngine { return engines.Get(n) }
+		}
+		return s
+	}
+	// 40 samples of each series in 10m.
+	const q = `rate(x[10m])`
+	for _, tc := range []struct {
+		name      string
+		own       int
+		limited   bool
+		requested int64
+		want      codes.Code
+	}{
+		{"no limit requested", 100, true, 0, codes.OK},
+		{"a larger limit requested", 100, true, 1000, codes.OK},
+		{"a smaller limit requested", 100, true, 30, codes.ResourceExhausted},
+		{"the same limit requested", 30, true, 30, codes.ResourceExhausted},
+		{"the leaf's own limit is smaller", 30, true, 1000, codes.Aborted},
+		{"a leaf that cannot lower its limit", 100, false, 30, codes.OK},
+	} {
+		err := server(tc.own, tc.limited).Eval(context.Background(), &Request{Query: q, StartMs: now.UnixMilli(), MaxSamples: tc.requested}, func(*querypb.QueryResponse) error { return nil })
+		if got := status.Code(err); got != tc.want {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
+		}
+		if tc.want == codes.ResourceExhausted && (!IsTooManySamples(err) || status.Convert(err).Message() != "query processing would load too many samples into memory in query execution") {
+			t.Errorf("%s: %v is not the requester's too many samples", tc.name, err)
+		}
+		if tc.want != codes.ResourceExhausted && IsTooManySamples(err) {
+			t.Errorf("%s: %v taken for the requester's too many samples", tc.name, err)
+		}
+	}
+}
