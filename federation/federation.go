@@ -270,10 +270,8 @@ func (o Options) validate() error {
 	if o.DefaultEvaluationInterval <= 0 {
 		return fmt.Errorf("--query.default-evaluation-interval must be positive, got %s", o.DefaultEvaluationInterval)
 	}
-	if o.GRPCAddress != "" {
-		if err := o.GRPCServerTLS.Check(); err != nil {
-			return err
-		}
+	if err := o.GRPCServerTLS.Check(); err != nil {
+		return err
 	}
 	return o.GRPCClientTLS.Check()
 }
