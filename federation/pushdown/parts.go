@@ -49,46 +49,65 @@ type partGroup struct {
 // partialSums sums the series of v in label order (the order in which
 // Prometheus' engine meets them when pulled and all have the same metric
 // name, whatever the order the leaf's storage gave) by group and step,
-// exactly as Prometheus' sum and avg accumulate.
+// exactly as Prometheus' sum and avg accumulate; groups are told apart by
+// the hash of their labels, as Prometheus' aggregation does.
 func partialSums(v parser.Value, grouping []string, without bool) ([]*prompb.TimeSeries, error) {
-	var series promql.Matrix
+	var (
+		metrics []labels.Labels
+		floats  [][]promql.FPoint
+	)
 	switch v := v.(type) {
 	case promql.Vector:
-		for _, s := range v {
+		metrics, floats = make([]labels.Labels, len(v)), make([][]promql.FPoint, len(v))
+		points := make([]promql.FPoint, len(v))
+		for i, s := range v {
 			if s.H != nil {
 				return nil, ErrNotSummable
 			}
-			series = append(series, promql.Series{Metric: s.Metric, Floats: []promql.FPoint{{T: s.T, F: s.F}}})
+			points[i] = promql.FPoint{T: s.T, F: s.F}
+			metrics[i], floats[i] = s.Metric, points[i:i+1:i+1]
 		}
 	case promql.Matrix:
-		series = v
+		metrics, floats = make([]labels.Labels, len(v)), make([][]promql.FPoint, len(v))
+		for i, s := range v {
+			if len(s.Histograms) > 0 {
+				return nil, ErrNotSummable
+			}
+			metrics[i], floats[i] = s.Metric, s.Floats
+		}
 	default:
 		return nil, fmt.Errorf("partial sums of a %s", v.Type())
 	}
-	slices.SortFunc(series, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
-	groups := map[string]*partGroup{}
-	var order []string
-	b := labels.NewBuilder(labels.EmptyLabels())
-	for _, s := range series {
-		if len(s.Histograms) > 0 {
-			return nil, ErrNotSummable
-		}
-		b.Reset(s.Metric)
+	// The hashes want the names sorted; without also drops the metric
+	// name, which HashWithoutLabels leaves out by itself.
+	sorted := slices.Sorted(slices.Values(grouping))
+	groups := map[uint64]*partGroup{}
+	var (
+		order []uint64
+		buf   = make([]byte, 0, 1024)
+		b     = labels.NewBuilder(labels.EmptyLabels())
+	)
+	for _, i := range LabelOrder(len(metrics), func(i int) labels.Labels { return metrics[i] }) {
+		var h uint64
 		if without {
-			b.Del(grouping...)
-			b.Del(labels.MetricName)
+			h, buf = metrics[i].HashWithoutLabels(buf, sorted...)
 		} else {
-			b.Keep(grouping...)
+			h, buf = metrics[i].HashForLabels(buf, sorted...)
 		}
-		lset := b.Labels()
-		key := string(lset.Bytes(nil))
-		g, ok := groups[key]
+		g, ok := groups[h]
 		if !ok {
-			g = &partGroup{lset: lset, states: map[int64]*partState{}}
-			groups[key] = g
-			order = append(order, key)
+			b.Reset(metrics[i])
+			if without {
+				b.Del(grouping...)
+				b.Del(labels.MetricName)
+			} else {
+				b.Keep(grouping...)
+			}
+			g = &partGroup{lset: b.Labels(), states: map[int64]*partState{}}
+			groups[h] = g
+			order = append(order, h)
 		}
-		for _, p := range s.Floats {
+		for _, p := range floats[i] {
 			st, ok := g.states[p.T]
 			if !ok {
 				g.states[p.T] = &partState{t: p.F, n: 1}

@@ -1,0 +1,75 @@
+package pushdown
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/prometheus/model/labels"
+)
+
+// LabelOrder returns the permutation that puts n label sets in
+// labels.Compare order (stable among equal sets), faster than sorting with
+// labels.Compare: each set is encoded once into a key whose bytes compare
+// as the set does, so that a comparison is one memcmp instead of a string
+// comparison per name and value. Sorting tens of thousands of series with
+// labels.Compare was a fifth of a leaf's CPU for a pushed-down sum.
+func LabelOrder(n int, at func(int) labels.Labels) []int {
+	size := 0
+	for i := range n {
+		at(i).Range(func(l labels.Label) { size += len(l.Name) + len(l.Value) + 4 })
+	}
+	var (
+		buf  = make([]byte, 0, size)
+		ends = make([]int, n)
+	)
+	for i := range n {
+		buf = appendOrderKey(buf, at(i))
+		ends[i] = len(buf)
+	}
+	key := func(i int) []byte {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		return buf[start:ends[i]]
+	}
+	perm := make([]int, n)
+	for i := range perm {
+		perm[i] = i
+	}
+	slices.SortFunc(perm, func(a, b int) int {
+		if c := bytes.Compare(key(a), key(b)); c != 0 {
+			return c
+		}
+		return a - b
+	})
+	return perm
+}
+
+// appendOrderKey appends the names and values of lset, each escaped and
+// terminated so that the encoding is prefix-free and keeps the order of
+// strings: a 0x00 byte becomes 0x00 0xff, and every string ends with
+// 0x00 0x01. Keys then compare byte-wise as labels.Compare compares the
+// sets, including a set that is a prefix of another.
+func appendOrderKey(b []byte, lset labels.Labels) []byte {
+	lset.Range(func(l labels.Label) {
+		b = appendOrderString(b, l.Name)
+		b = appendOrderString(b, l.Value)
+	})
+	return b
+}
+
+func appendOrderString(b []byte, s string) []byte {
+	for {
+		i := strings.IndexByte(s, 0)
+		if i < 0 {
+			break
+		}
+		b = append(b, s[:i]...)
+		b = append(b, 0, 0xff)
+		s = s[i+1:]
+	}
+	b = append(b, s...)
+	return append(b, 0, 1)
+}
