@@ -234,14 +234,14 @@ func Call(ctx context.Context, cc grpc.ClientConnInterface, req *Request, recv f
 		return err
 	}
 	for {
-		resp := &querypb.QueryResponse{}
+		resp := &response{}
 		if err := stream.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
-		if err := recv(resp); err != nil {
+		if err := recv(&resp.QueryResponse); err != nil {
 			return err
 		}
 	}
