@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/panorama-obs/panorama/internal/labelsort"
 )
 
 // externalLabelsQueryable serves a local storage with the collector's
@@ -160,7 +162,11 @@ func selectAttached[S interface{ Labels() labels.Labels }, Set seriesSet[S]](
 	for set.Next() {
 		out = append(out, set.At())
 	}
-	slices.SortFunc(out, func(a, b S) int { return labels.Compare(a.Labels(), b.Labels()) })
+	sorted := make([]S, len(out))
+	for i, j := range labelsort.Order(len(out), func(i int) labels.Labels { return out[i].Labels() }) {
+		sorted[i] = out[j]
+	}
+	out = sorted
 	if collide {
 		out = mergeIdentical(out, merge)
 	}

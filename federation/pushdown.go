@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/panorama-obs/panorama/federation/pushdown"
+	"github.com/panorama-obs/panorama/internal/labelsort"
 )
 
 // pushdownEngine is the federator's PromQL engine: Prometheus' own, plus
@@ -637,7 +638,7 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		// by the engine): sorting thousands of series by their labels
 		// was a fifth of the federator's CPU for a raw selector.
 		if n.agg != nil || unparen(p.expr) != n.expr {
-			perm := pushdown.LabelOrder(len(set), func(i int) labels.Labels { return set[i].Labels() })
+			perm := labelsort.Order(len(set), func(i int) labels.Labels { return set[i].Labels() })
 			sorted := make([]storage.Series, len(set))
 			for i, j := range perm {
 				sorted[i] = set[j]

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"github.com/thanos-io/thanos/pkg/store/storepb/prompb"
+
+	"github.com/panorama-obs/panorama/internal/labelsort"
 )
 
 // PartLabel names the part of a partial sum in a Parts answer: "t" the
@@ -87,7 +89,7 @@ func partialSums(v parser.Value, grouping []string, without bool) ([]*prompb.Tim
 		buf   = make([]byte, 0, 1024)
 		b     = labels.NewBuilder(labels.EmptyLabels())
 	)
-	for _, i := range LabelOrder(len(metrics), func(i int) labels.Labels { return metrics[i] }) {
+	for _, i := range labelsort.Order(len(metrics), func(i int) labels.Labels { return metrics[i] }) {
 		var h uint64
 		if without {
 			h, buf = metrics[i].HashWithoutLabels(buf, sorted...)

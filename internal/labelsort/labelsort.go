@@ -1,4 +1,6 @@
-package pushdown
+// Package labelsort puts label sets in labels.Compare order faster than
+// sorting with labels.Compare.
+package labelsort
 
 import (
 	"bytes"
@@ -8,13 +10,14 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 )
 
-// LabelOrder returns the permutation that puts n label sets in
-// labels.Compare order (stable among equal sets), faster than sorting with
-// labels.Compare: each set is encoded once into a key whose bytes compare
-// as the set does, so that a comparison is one memcmp instead of a string
-// comparison per name and value. Sorting tens of thousands of series with
-// labels.Compare was a fifth of a leaf's CPU for a pushed-down sum.
-func LabelOrder(n int, at func(int) labels.Labels) []int {
+// Order returns the permutation that puts n label sets in labels.Compare
+// order (stable among equal sets): each set is encoded once into a key
+// whose bytes compare as the set does, so that a comparison is one memcmp
+// instead of a string comparison per name and value, which (the strings of
+// different series never sharing memory) each read both strings. Sorting
+// tens of thousands of series with labels.Compare was a fifth of a
+// push-down leaf's CPU for a sum.
+func Order(n int, at func(int) labels.Labels) []int {
 	size := 0
 	for i := range n {
 		at(i).Range(func(l labels.Label) { size += len(l.Name) + len(l.Value) + 4 })
