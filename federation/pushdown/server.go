@@ -121,12 +121,29 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 	}
 	switch v := res.Value.(type) {
 	case promql.Vector:
-		for _, smp := range v {
-			f, h := prompb.SamplesFromPromqlSamples(smp)
-			if err := add(smp.Metric, f, h); err != nil {
+		// A batch's series and float samples are each one array: a raw
+		// selector's answer is thousands of one-sample series.
+		for start := 0; start < len(v); start += batchSize {
+			part := v[start:min(start+batchSize, len(v))]
+			series := make([]prompb.TimeSeries, len(part))
+			floats := make([]prompb.Sample, len(part))
+			batch := make([]*prompb.TimeSeries, len(part))
+			for i, smp := range part {
+				ts := &series[i]
+				ts.Labels = labelpb.ZLabelsFromPromLabels(smp.Metric)
+				if smp.H == nil {
+					floats[i] = prompb.Sample{Value: smp.F, Timestamp: smp.T}
+					ts.Samples = floats[i : i+1 : i+1]
+				} else {
+					ts.Histograms = []prompb.Histogram{prompb.FloatHistogramToHistogramProto(smp.T, smp.H)}
+				}
+				batch[i] = ts
+			}
+			if err := send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: batch}}}); err != nil {
 				return err
 			}
 		}
+		return nil
 	case promql.Matrix:
 		for _, series := range v {
 			f, h := prompb.SamplesFromPromqlSeries(series)

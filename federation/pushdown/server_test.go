@@ -2,14 +2,19 @@ package pushdown
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/thanos-io/thanos/pkg/api/query/querypb"
+	"github.com/thanos-io/thanos/pkg/store/labelpb"
+	"github.com/thanos-io/thanos/pkg/store/storepb/prompb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -74,5 +79,79 @@ func TestServerMaxSamples(t *testing.T) {
 		if tc.want != codes.ResourceExhausted && IsTooManySamples(err) {
 			t.Errorf("%s: %v taken for the requester's too many samples", tc.name, err)
 		}
+	}
+}
+
+// TestServerAnswersVector: an instant vector comes back as it was
+// evaluated, float and native-histogram series alike, in batches of at
+// most batchSize series, and decodes on the federator's side to the same.
+func TestServerAnswersVector(t *testing.T) {
+	db, err := tsdb.Open(t.TempDir(), nil, nil, tsdb.DefaultOptions(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now().Truncate(time.Minute)
+	app := db.Appender(context.Background())
+	const n = batchSize + 7
+	for i := range n {
+		if _, err := app.Append(0, labels.FromStrings("__name__", "x", "i", strconv.Itoa(i)), now.UnixMilli(), float64(i)+0.5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &histogram.Histogram{Count: 5, Sum: 2.5, Schema: 0, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{2, 1}}
+	if _, err := app.AppendHistogram(0, labels.FromStrings("__name__", "x", "i", "h"), now.UnixMilli(), h, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Engine: promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute}),
+		Queryable: func(ctx context.Context, _ *Request) (context.Context, storage.Queryable) { return ctx, db }}
+	got := map[string]string{}
+	batches := 0
+	err = s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli()}, func(r *querypb.QueryResponse) error {
+		// Through the wire and the federator's decoding.
+		b, err := r.Marshal()
+		if err != nil {
+			return err
+		}
+		var back response
+		if err := back.Unmarshal(b); err != nil {
+			return err
+		}
+		batch := back.GetTimeseriesBatch().Series
+		if len(batch) > batchSize {
+			t.Errorf("a batch of %d series", len(batch))
+		}
+		batches++
+		for _, ts := range batch {
+			lset := labelpb.ZLabelsToPromLabels(ts.Labels).String()
+			switch {
+			case len(ts.Samples) == 1 && len(ts.Histograms) == 0:
+				got[lset] = fmt.Sprintf("%g@%d", ts.Samples[0].Value, ts.Samples[0].Timestamp)
+			case len(ts.Samples) == 0 && len(ts.Histograms) == 1:
+				got[lset] = prompb.FromProtoHistogram(ts.Histograms[0]).String() + "@" + strconv.FormatInt(ts.Histograms[0].Timestamp, 10)
+			default:
+				t.Errorf("%s: %d samples and %d histograms", lset, len(ts.Samples), len(ts.Histograms))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n+1 || batches != 2 {
+		t.Fatalf("%d series in %d batches, want %d in 2", len(got), batches, n+1)
+	}
+	for i := range n {
+		lset := labels.FromStrings("__name__", "x", "i", strconv.Itoa(i)).String()
+		if want := fmt.Sprintf("%g@%d", float64(i)+0.5, now.UnixMilli()); got[lset] != want {
+			t.Errorf("%s = %s, want %s", lset, got[lset], want)
+		}
+	}
+	lset := labels.FromStrings("__name__", "x", "i", "h").String()
+	if want := h.ToFloat(nil).String() + "@" + strconv.FormatInt(now.UnixMilli(), 10); got[lset] != want {
+		t.Errorf("%s = %s, want %s", lset, got[lset], want)
 	}
 }
