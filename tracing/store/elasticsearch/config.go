@@ -36,10 +36,11 @@ type Config struct {
 	// RetentionInterval is how often old indices are looked for.
 	RetentionInterval time.Duration
 
-	// BulkMaxBytes bounds the body of one _bulk request; larger writes are
-	// split.
+	// BulkMaxBytes bounds the body of one _bulk request (the bulk
+	// indexer's FlushBytes); larger writes are split.
 	BulkMaxBytes int
-	// BulkWorkers is how many _bulk requests one write sends at once.
+	// BulkWorkers is the number of the bulk indexer's workers, shared by
+	// all writes: how many _bulk requests the store sends at once.
 	BulkWorkers int
 	// BulkMaxAttempts bounds how often an item rejected with 429 or 5xx is
 	// sent before WriteTraces gives up and returns a retryable error.
@@ -95,7 +96,7 @@ func (c *Config) AddFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("es.num-shards", "number_of_shards of each daily index.").Default(fmt.Sprint(d.Shards)).IntVar(&c.Shards)
 	cmd.Flag("es.num-replicas", "number_of_replicas of each daily index.").Default(fmt.Sprint(d.Replicas)).IntVar(&c.Replicas)
 	cmd.Flag("es.retention", "Delete daily indices whose whole day is older than this (e.g. 7d); 0 keeps everything.").Default("0s").SetValue(retentionFlag{&c.Retention})
-	cmd.Flag("es.bulk.workers", "Concurrent _bulk requests per write.").Default(fmt.Sprint(d.BulkWorkers)).IntVar(&c.BulkWorkers)
+	cmd.Flag("es.bulk.workers", "Bulk indexer workers: concurrent _bulk requests, shared by all writes.").Default(fmt.Sprint(d.BulkWorkers)).IntVar(&c.BulkWorkers)
 	cmd.Flag("es.bulk.max-bytes", "Largest _bulk request body in bytes.").Default(fmt.Sprint(d.BulkMaxBytes)).IntVar(&c.BulkMaxBytes)
 	cmd.Flag("es.bulk.max-attempts", "Attempts for bulk items Elasticsearch rejects with 429 or 5xx before the write fails (and is retried by the queue).").Default(fmt.Sprint(d.BulkMaxAttempts)).IntVar(&c.BulkMaxAttempts)
 	cmd.Flag("es.bulk.refresh", "The _bulk refresh parameter: '' (default), 'wait_for' or 'true'.").Default("").EnumVar(&c.Refresh, "", "false", "wait_for", "true")

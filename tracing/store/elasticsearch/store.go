@@ -1,8 +1,9 @@
 // Package elasticsearch is the Elasticsearch span store: daily span indices
 // with explicit mappings installed as composable index templates, a small
 // service/operation index for the service and operation lists, and a
-// dependencies index for the service graph, all written through _bulk with
-// idempotent document IDs so a retried write never duplicates a span.
+// dependencies index for the service graph. Spans and service documents are
+// written through esutil.BulkIndexer with idempotent document IDs, so a
+// retried write never duplicates a span.
 package elasticsearch
 
 import (
@@ -22,6 +23,7 @@ import (
 
 	"github.com/elastic/elastic-transport-go/v8/elastictransport"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
+	"github.com/elastic/go-elasticsearch/v8/esutil"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/panorama-obs/panorama/tracing/store"
@@ -41,6 +43,13 @@ type Store struct {
 	// only sends the ones that are new for their day.
 	servicesMu sync.Mutex
 	services   map[string]bool
+
+	// indexer sends every write's documents; indexerMu's read side is
+	// held while adding to it, so that Close can close it once nothing
+	// adds any more.
+	indexer       esutil.BulkIndexer
+	indexerMu     sync.RWMutex
+	indexerClosed bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -102,8 +111,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	if s.indexer, err = s.newBulkIndexer(); err != nil {
+		return nil, fmt.Errorf("elasticsearch: bulk indexer: %w", err)
+	}
 	if err := s.ensureTemplates(ctx); err != nil {
 		if store.IsPermanent(err) {
+			_ = s.indexer.Close(ctx)
 			return nil, err
 		}
 		logger.Warn("Elasticsearch unreachable; index templates will be installed before the first write", "err", err)
@@ -112,7 +125,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	return s, nil
 }
 
-// Close stops the retention loop and the client.
+// Close stops the retention loop, sends what the bulk indexer still holds,
+// and closes the client.
 func (s *Store) Close() error {
 	select {
 	case <-s.stop:
@@ -121,15 +135,23 @@ func (s *Store) Close() error {
 	}
 	close(s.stop)
 	<-s.done
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.indexerMu.Lock()
+	s.indexerClosed = true
+	s.indexerMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout+5*time.Second)
 	defer cancel()
-	return s.client.Close(ctx)
+	err := s.indexer.Close(ctx)
+	if cerr := s.client.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // client is the transport with the check the official client makes: the
 // first successful answer must come from Elasticsearch itself (its
-// X-Elastic-Product header). It takes the place of go-elasticsearch's root
-// package, whose typed API would add some 800 packages to the build.
+// X-Elastic-Product header). It takes the place of go-elasticsearch's
+// elasticsearch.Client, which is never created: the requests and the bulk
+// indexer use this transport directly.
 type client struct {
 	tp      *elastictransport.Client
 	checked atomic.Bool

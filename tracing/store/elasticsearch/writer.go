@@ -4,39 +4,80 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8/esapi"
+	"github.com/elastic/go-elasticsearch/v8/esutil"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/panorama-obs/panorama/tracing/store"
 )
 
-// bulkItem is one index action of a _bulk request.
+// flushInterval is how often the BulkIndexer's workers send what they
+// hold even when no write asked for a flush; each write flushes its own
+// items explicitly, so this is only a backstop.
+const flushInterval = time.Second
+
+// bulkItem is one index action of a write.
 type bulkItem struct {
 	index, id string
 	body      []byte
 	// stored runs once the item is stored.
 	stored func()
+	// attempts is how often the item has been added to the BulkIndexer,
+	// resolved the last attempt whose outcome was counted; both are
+	// guarded by the write's mutex.
+	attempts, resolved int
 }
 
-// itemOutcome is what became of one item in one attempt.
-type itemOutcome struct {
-	ok        bool
-	retryable bool
-	reason    string
+// newBulkIndexer returns the store's BulkIndexer: it sends through the
+// store's own transport (no elasticsearch.Client), --es.bulk.workers
+// workers, _bulk bodies of at most --es.bulk.max-bytes.
+func (s *Store) newBulkIndexer() (esutil.BulkIndexer, error) {
+	type cancelKey struct{}
+	return esutil.NewBulkIndexer(esutil.BulkIndexerConfig{
+		Client:        &bulkTransport{c: s.client},
+		Decoder:       bulkDecoder{},
+		NumWorkers:    s.cfg.BulkWorkers,
+		FlushBytes:    s.cfg.BulkMaxBytes,
+		FlushInterval: flushInterval,
+		Refresh:       s.cfg.Refresh,
+		OnError: func(_ context.Context, err error) {
+			// Each item of a failed flush also gets OnFailure with the
+			// error; that is where it is retried or given up.
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				s.logger.Debug("Elasticsearch _bulk request failed", "err", err)
+			}
+		},
+		// Each _bulk request, answer included, is bounded by
+		// --es.request-timeout, as every other request.
+		OnFlushStart: func(ctx context.Context) context.Context {
+			ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+			return context.WithValue(ctx, cancelKey{}, cancel)
+		},
+		OnFlushEnd: func(ctx context.Context) {
+			if cancel, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
+				cancel()
+			}
+		},
+	})
 }
 
 // WriteTraces indexes every span of td, plus the service/operation
-// documents not yet written, with one _bulk request per BulkMaxBytes of
-// body. Items rejected with 429, 5xx or any status but 400 are sent again
-// with backoff, up to BulkMaxAttempts times; items rejected with 400 (the
-// document does not fit the mapping) make the error permanent.
+// documents not yet written, through the store's BulkIndexer, and returns
+// once Elasticsearch has acknowledged each of them or each has definitively
+// failed. Items rejected with 429, 5xx or any status but 400 (and items of
+// _bulk requests that failed as a whole) are added again with backoff, up
+// to BulkMaxAttempts times; items rejected with 400 (the document does not
+// fit the mapping) make the error permanent.
 func (s *Store) WriteTraces(ctx context.Context, td ptrace.Traces) error {
-	var items []bulkItem
+	var items []*bulkItem
 	inBatch := map[string]bool{}
 	for i := 0; i < td.ResourceSpans().Len(); i++ {
 		rs := td.ResourceSpans().At(i)
@@ -53,7 +94,7 @@ func (s *Store) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 					return store.Permanent(fmt.Errorf("encode span %s: %w", doc.SpanID, err))
 				}
 				start := sp.StartTimestamp().AsTime()
-				items = append(items, bulkItem{
+				items = append(items, &bulkItem{
 					index: s.indexName(kindSpan, start),
 					id:    doc.TraceID + doc.SpanID,
 					body:  body,
@@ -69,7 +110,7 @@ func (s *Store) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 				if err != nil {
 					return store.Permanent(err)
 				}
-				items = append(items, bulkItem{index: index, id: id, body: body, stored: func() { s.markServiceWritten(key) }})
+				items = append(items, &bulkItem{index: index, id: id, body: body, stored: func() { s.markServiceWritten(key) }})
 			}
 		}
 	}
@@ -79,7 +120,18 @@ func (s *Store) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	if err := s.ensureTemplates(ctx); err != nil {
 		return err
 	}
-	return s.bulk(ctx, items)
+	w := &write{s: s, ctx: ctx, total: len(items), pending: len(items), done: make(chan struct{})}
+	if err := s.send(ctx, w, items); err != nil {
+		return fmt.Errorf("elasticsearch: %d bulk items not stored: %w", len(items), err)
+	}
+	select {
+	case <-w.done:
+		return w.err()
+	case <-ctx.Done():
+		// Items already added still go out; their IDs make the queue's
+		// retry of the batch harmless.
+		return fmt.Errorf("elasticsearch: %d of %d bulk items not stored: %w", w.pendingItems(), len(items), ctx.Err())
+	}
 }
 
 func (s *Store) serviceWritten(key string) bool {
@@ -98,159 +150,295 @@ func (s *Store) markServiceWritten(key string) {
 	s.services[key] = true
 }
 
-// bulk stores items, sending again those rejected with a retryable status.
-func (s *Store) bulk(ctx context.Context, items []bulkItem) error {
-	pending := items
-	var permanent []string
-	for attempt := 1; ; attempt++ {
-		outcomes := s.sendChunks(ctx, pending)
-		var retry []bulkItem
-		var lastReason string
-		for i, o := range outcomes {
-			switch {
-			case o.ok:
-				s.metrics.bulkItems.WithLabelValues("ok").Inc()
-				if pending[i].stored != nil {
-					pending[i].stored()
-				}
-			case o.retryable:
-				retry = append(retry, pending[i])
-				lastReason = o.reason
-			default:
-				s.metrics.bulkItems.WithLabelValues("failed").Inc()
-				if len(permanent) < 5 {
-					permanent = append(permanent, fmt.Sprintf("%s/%s: %s", pending[i].index, pending[i].id, o.reason))
-				}
-			}
-		}
-		if len(retry) == 0 {
-			break
-		}
-		if attempt >= s.cfg.BulkMaxAttempts {
-			s.metrics.bulkItems.WithLabelValues("failed").Add(float64(len(retry)))
-			return fmt.Errorf("elasticsearch: %d of %d bulk items not stored after %d attempts (last: %s)", len(retry), len(items), attempt, lastReason)
-		}
-		s.metrics.bulkItems.WithLabelValues("retried").Add(float64(len(retry)))
-		wait := s.cfg.BulkBackoff << (attempt - 1)
-		if wait > 5*time.Second || wait <= 0 {
-			wait = 5 * time.Second
-		}
-		s.logger.Debug("Retrying rejected bulk items", "items", len(retry), "attempt", attempt, "reason", lastReason, "wait", wait)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("elasticsearch: %d bulk items not stored: %w", len(retry), ctx.Err())
-		case <-time.After(wait):
-		}
-		pending = retry
+// errStoreClosed resolves the items of writes still going on when the
+// store closes.
+var errStoreClosed = errors.New("elasticsearch: store closed")
+
+// send adds items to the BulkIndexer, then flushes it so that they go out
+// now rather than at the next flush interval.
+func (s *Store) send(ctx context.Context, w *write, items []*bulkItem) error {
+	s.indexerMu.RLock()
+	defer s.indexerMu.RUnlock()
+	if s.indexerClosed {
+		return errStoreClosed
 	}
-	if len(permanent) > 0 {
-		return store.Permanent(fmt.Errorf("elasticsearch: bulk items rejected: %s", strings.Join(permanent, "; ")))
+	for _, it := range items {
+		w.mu.Lock()
+		attempt := it.attempts + 1
+		w.mu.Unlock()
+		err := s.indexer.Add(ctx, esutil.BulkIndexerItem{
+			Index:      it.index,
+			Action:     "index",
+			DocumentID: it.id,
+			Body:       bytes.NewReader(it.body),
+			OnSuccess: func(context.Context, esutil.BulkIndexerItem, esutil.BulkIndexerResponseItem) {
+				w.succeeded(it, attempt)
+			},
+			OnFailure: func(_ context.Context, _ esutil.BulkIndexerItem, res esutil.BulkIndexerResponseItem, err error) {
+				w.failed(it, attempt, res, err)
+			},
+		})
+		if err != nil {
+			return err
+		}
+		w.mu.Lock()
+		it.attempts = attempt
+		w.mu.Unlock()
+	}
+	if err := s.indexer.Flush(ctx); err != nil && !errors.Is(err, esutil.ErrIndexerClosed) {
+		// The items are in the indexer's buffers: they go out at the
+		// next flush, or when the store closes.
+		return err
 	}
 	return nil
 }
 
-// sendChunks sends items in _bulk requests of at most BulkMaxBytes, up to
-// BulkWorkers at once, and returns the outcome of each item.
-func (s *Store) sendChunks(ctx context.Context, items []bulkItem) []itemOutcome {
-	outcomes := make([]itemOutcome, len(items))
-	type chunk struct{ from, to int }
-	var chunks []chunk
-	size, from := 0, 0
-	for i, it := range items {
-		n := len(it.body) + len(it.index) + len(it.id) + 40
-		if i > from && size+n > s.cfg.BulkMaxBytes {
-			chunks = append(chunks, chunk{from, i})
-			from, size = i, 0
-		}
-		size += n
-	}
-	chunks = append(chunks, chunk{from, len(items)})
+// write tracks the items of one WriteTraces call through the
+// BulkIndexer's per-item callbacks.
+type write struct {
+	s   *Store
+	ctx context.Context
 
-	sem := make(chan struct{}, s.cfg.BulkWorkers)
-	var wg sync.WaitGroup
-	for _, c := range chunks {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			s.sendBulk(ctx, items[c.from:c.to], outcomes[c.from:c.to])
-		}()
-	}
-	wg.Wait()
-	return outcomes
+	mu        sync.Mutex
+	total     int
+	pending   int
+	permanent []string
+	gaveUp    int
+	lastRetry string
+	ctxErr    error
+	retries   map[int]*retryBatch // by the attempt that failed
+	done      chan struct{}
 }
 
-// bulkResponse is the part of a _bulk answer the writer reads.
-type bulkResponse struct {
-	Errors bool                        `json:"errors"`
-	Items  []map[string]bulkItemResult `json:"items"`
+// retryBatch gathers the items of a write that failed on the same attempt
+// so that they are added again together, after one backoff.
+type retryBatch struct {
+	items []*bulkItem
 }
 
-type bulkItemResult struct {
-	Index  string `json:"_index"`
-	ID     string `json:"_id"`
-	Status int    `json:"status"`
-	Error  *struct {
-		Type   string `json:"type"`
-		Reason string `json:"reason"`
-	} `json:"error"`
+// claim reports whether the callback for attempt of it is the first; w.mu
+// must be held.
+func (w *write) claim(it *bulkItem, attempt int) bool {
+	if it.resolved >= attempt {
+		return false
+	}
+	it.resolved = attempt
+	return true
 }
 
-// sendBulk sends one _bulk request and fills the outcome of each item.
-func (s *Store) sendBulk(ctx context.Context, items []bulkItem, outcomes []itemOutcome) {
-	all := func(o itemOutcome) {
-		for i := range outcomes {
-			outcomes[i] = o
-		}
+// finish counts one item done; w.mu must be held.
+func (w *write) finish() {
+	w.pending--
+	if w.pending == 0 {
+		close(w.done)
 	}
-	var buf bytes.Buffer
-	for _, it := range items {
-		meta, _ := json.Marshal(map[string]any{"index": map[string]string{"_index": it.index, "_id": it.id}})
-		buf.Write(meta)
-		buf.WriteByte('\n')
-		buf.Write(it.body)
-		buf.WriteByte('\n')
-	}
-	res, err := s.do(ctx, esapi.BulkRequest{Body: &buf, Refresh: s.cfg.Refresh})
-	if err != nil {
-		all(itemOutcome{retryable: true, reason: err.Error()})
+}
+
+func (w *write) succeeded(it *bulkItem, attempt int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.claim(it, attempt) {
 		return
+	}
+	w.s.metrics.bulkItems.WithLabelValues("ok").Inc()
+	if it.stored != nil {
+		it.stored()
+	}
+	w.finish()
+}
+
+func (w *write) failed(it *bulkItem, attempt int, res esutil.BulkIndexerResponseItem, err error) {
+	var reason string
+	retryable := true
+	if err != nil {
+		// The whole _bulk request failed (or its answer could not be
+		// read). A malformed request stays malformed; anything else
+		// (overload, a node restarting, credentials being rotated) may
+		// pass later.
+		reason = err.Error()
+		var e *esError
+		if errors.As(err, &e) && e.Status == http.StatusBadRequest {
+			retryable = false
+		}
+	} else {
+		reason = fmt.Sprintf("status %d", res.Status)
+		if res.Error.Type != "" {
+			reason += ": " + res.Error.Type + ": " + res.Error.Reason
+		}
+		// Only a 400 is about the document itself (it does not fit the
+		// mapping); anything else (429, 5xx, a 403 or a 404 while index
+		// creation is not allowed) can pass once the cluster or its
+		// settings change.
+		retryable = res.Status != http.StatusBadRequest
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.claim(it, attempt) {
+		return
+	}
+	switch {
+	case !retryable:
+		w.s.metrics.bulkItems.WithLabelValues("failed").Inc()
+		if len(w.permanent) < 5 {
+			w.permanent = append(w.permanent, fmt.Sprintf("%s/%s: %s", it.index, it.id, reason))
+		}
+		w.finish()
+	case attempt >= w.s.cfg.BulkMaxAttempts:
+		w.s.metrics.bulkItems.WithLabelValues("failed").Inc()
+		w.gaveUp++
+		w.lastRetry = reason
+		w.finish()
+	case w.ctx.Err() != nil:
+		// WriteTraces has returned already: nobody waits for this item.
+		w.ctxErr = w.ctx.Err()
+		w.finish()
+	default:
+		w.s.metrics.bulkItems.WithLabelValues("retried").Inc()
+		w.lastRetry = reason
+		if w.retries == nil {
+			w.retries = map[int]*retryBatch{}
+		}
+		b, ok := w.retries[attempt]
+		if !ok {
+			b = &retryBatch{}
+			w.retries[attempt] = b
+			wait := w.s.cfg.BulkBackoff << (attempt - 1)
+			if wait > 5*time.Second || wait <= 0 {
+				wait = 5 * time.Second
+			}
+			go w.retry(attempt, b, wait)
+		}
+		b.items = append(b.items, it)
+	}
+}
+
+// retry adds the items of b again after wait, unless the write's context
+// ends or the store closes first.
+func (w *write) retry(attempt int, b *retryBatch, wait time.Duration) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	var stopErr error
+	select {
+	case <-t.C:
+	case <-w.ctx.Done():
+		stopErr = w.ctx.Err()
+	case <-w.s.stop:
+		stopErr = errStoreClosed
+	}
+	w.mu.Lock()
+	// Items failing on this attempt from now on start a new batch.
+	delete(w.retries, attempt)
+	items := b.items
+	if stopErr == nil {
+		w.s.logger.Debug("Retrying rejected bulk items", "items", len(items), "attempt", attempt, "reason", w.lastRetry, "wait", wait)
+	}
+	w.mu.Unlock()
+	if stopErr == nil {
+		stopErr = w.s.send(w.ctx, w, items)
+	}
+	if stopErr == nil {
+		return
+	}
+	// Items that did not make it into the indexer again are resolved
+	// here; the others get their callbacks.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ctxErr = stopErr
+	for _, it := range items {
+		if it.attempts == attempt {
+			w.finish()
+		}
+	}
+}
+
+func (w *write) pendingItems() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending
+}
+
+// err is the outcome of a finished write.
+func (w *write) err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.gaveUp > 0:
+		return fmt.Errorf("elasticsearch: %d of %d bulk items not stored after %d attempts (last: %s)", w.gaveUp, w.total, w.s.cfg.BulkMaxAttempts, w.lastRetry)
+	case w.ctxErr != nil:
+		return fmt.Errorf("elasticsearch: bulk items not stored: %w", w.ctxErr)
+	case len(w.permanent) > 0:
+		return store.Permanent(fmt.Errorf("elasticsearch: bulk items rejected: %s", strings.Join(w.permanent, "; ")))
+	}
+	return nil
+}
+
+// bulkTransport is the BulkIndexer's esapi.Transport: the store's client,
+// plus two checks on _bulk requests the BulkIndexer does not make. An
+// answer that is not 2xx becomes an *esError, so that the items of a
+// request rejected as a whole with 400 fail permanently, as items rejected
+// with 400 do. And the number of items the request carries goes with the
+// answer's body to bulkDecoder, which refuses an answer with another
+// number of items (the BulkIndexer would never resolve the missing ones,
+// or index past its own list).
+type bulkTransport struct{ c *client }
+
+// Perform implements esapi.Transport.
+func (t *bulkTransport) Perform(req *http.Request) (*http.Response, error) {
+	items := -1
+	if req.GetBody != nil {
+		if body, err := req.GetBody(); err == nil {
+			// Each item is an action line and a source line, and
+			// json.Marshal escapes the newlines inside strings.
+			var n int
+			buf := make([]byte, 32<<10)
+			for {
+				m, err := body.Read(buf)
+				n += bytes.Count(buf[:m], []byte{'\n'})
+				if err != nil {
+					break
+				}
+			}
+			body.Close()
+			items = n / 2
+		}
+	}
+	res, err := t.c.Perform(req)
+	if err != nil {
+		return nil, err
 	}
 	if res.StatusCode < 200 || res.StatusCode > 299 {
-		err := responseError(res)
-		// A malformed request stays malformed; anything else (overload,
-		// a node restarting, credentials being rotated) may pass later.
-		all(itemOutcome{retryable: res.StatusCode != 400, reason: err.Error()})
-		return
-	}
-	defer res.Body.Close()
-	var br bulkResponse
-	if err := json.NewDecoder(res.Body).Decode(&br); err != nil {
-		all(itemOutcome{retryable: true, reason: "decode _bulk answer: " + err.Error()})
-		return
-	}
-	if len(br.Items) != len(items) {
-		all(itemOutcome{retryable: true, reason: fmt.Sprintf("_bulk answered %d items for %d", len(br.Items), len(items))})
-		return
-	}
-	for i, m := range br.Items {
-		var r bulkItemResult
-		for _, v := range m {
-			r = v
+		err := responseError(&esapi.Response{StatusCode: res.StatusCode, Header: res.Header, Body: res.Body})
+		var e *esError
+		if errors.As(err, &e) {
+			return nil, e
 		}
-		switch {
-		case r.Status >= 200 && r.Status < 300:
-			outcomes[i] = itemOutcome{ok: true}
-		default:
-			reason := fmt.Sprintf("status %d", r.Status)
-			if r.Error != nil {
-				reason += ": " + r.Error.Type + ": " + r.Error.Reason
-			}
-			// Only a 400 is about the document itself (it does not fit
-			// the mapping); anything else (429, 5xx, a 403 or a 404
-			// while index creation is not allowed) can pass once the
-			// cluster or its settings change.
-			outcomes[i] = itemOutcome{retryable: r.Status != 400, reason: reason}
-		}
+		return nil, err
 	}
+	if items >= 0 {
+		res.Body = &bulkBody{ReadCloser: res.Body, items: items}
+	}
+	return res, nil
+}
+
+// bulkBody is the body of a _bulk answer and the number of items sent.
+type bulkBody struct {
+	io.ReadCloser
+	items int
+}
+
+// bulkDecoder decodes a _bulk answer and checks it has an item for each
+// item sent.
+type bulkDecoder struct{}
+
+func (bulkDecoder) UnmarshalFromReader(r io.Reader, blk *esutil.BulkIndexerResponse) error {
+	if err := json.NewDecoder(r).Decode(blk); err != nil {
+		return fmt.Errorf("decode _bulk answer: %w", err)
+	}
+	if b, ok := r.(*bulkBody); ok && len(blk.Items) != b.items {
+		n := len(blk.Items)
+		blk.Items = nil
+		return fmt.Errorf("_bulk answered %d items for %d", n, b.items)
+	}
+	return nil
 }
