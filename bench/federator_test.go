@@ -87,8 +87,8 @@ func BenchmarkFederator(b *testing.B) {
 	fed, _ := startFederatorServer(b, "federator", endpoints(grpcAddrs)...)
 	pull, _ := startFederatorServer(b, "federator-pull", append(endpoints(grpcAddrs), "--no-query.push-down")...)
 	half := nLeaves / 2
-	_, r0 := startFederatorServer(b, "region-0", append(endpoints(grpcAddrs[:half]), `--label=region="r0"`)...)
-	_, r1 := startFederatorServer(b, "region-1", append(endpoints(grpcAddrs[half:]), `--label=region="r1"`)...)
+	region0, r0 := startFederatorServer(b, "region-0", append(endpoints(grpcAddrs[:half]), `--label=region="r0"`)...)
+	region1, r1 := startFederatorServer(b, "region-1", append(endpoints(grpcAddrs[half:]), `--label=region="r1"`)...)
 	global, _ := startFederatorServer(b, "global", endpoints([]string{r0, r1})...)
 	thq := startServer(b, "thanos-query", thanos, nil, "/-/ready", func(addr, _ string) []string {
 		g, err := freeAddr()
@@ -98,6 +98,26 @@ func BenchmarkFederator(b *testing.B) {
 		return append([]string{"query", "--http-address=" + addr, "--grpc-address=" + g, "--log.level=warn"}, endpoints(grpcAddrs)...)
 	})
 	servers := []*server{ref, thq, fed, pull, global}
+	// The processes that work for a query to each server: its CPU per
+	// query is theirs together (the leaves are idle otherwise).
+	involved := map[*server][]*server{
+		ref:    {ref},
+		thq:    append([]*server{thq}, leaves...),
+		fed:    append([]*server{fed}, leaves...),
+		pull:   append([]*server{pull}, leaves...),
+		global: append([]*server{global, region0, region1}, leaves...),
+	}
+	cpuOf := func(ss []*server) float64 {
+		total := 0.0
+		for _, s := range ss {
+			c, err := s.cpuSeconds()
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += c
+		}
+		return total
+	}
 
 	client := &http.Client{Timeout: 5 * time.Minute}
 	evalTime := strconv.FormatFloat(float64(end.UnixMilli())/1000, 'f', 3, 64)
@@ -157,20 +177,22 @@ func BenchmarkFederator(b *testing.B) {
 	// Latency: each round runs every query once on every server, in a
 	// rotating order, so that a noisy moment of the shared machine does not
 	// fall on one server only.
-	lat := map[string]map[string][]float64{}
+	lat, cpu := map[string]map[string][]float64{}, map[string]map[string][]float64{}
 	for _, q := range fedQueries {
-		lat[q.name] = map[string][]float64{}
+		lat[q.name], cpu[q.name] = map[string][]float64{}, map[string][]float64{}
 	}
 	t0 = time.Now()
 	for r := range rounds {
 		for _, q := range fedQueries {
 			for k := range servers {
 				s := servers[(k+r)%len(servers)]
+				c0 := cpuOf(involved[s])
 				d, _, err := query(s, q.expr)
 				if err != nil {
 					b.Fatal(err)
 				}
 				lat[q.name][s.name] = append(lat[q.name][s.name], float64(d.Microseconds())/1000)
+				cpu[q.name][s.name] = append(cpu[q.name][s.name], (cpuOf(involved[s])-c0)*1000)
 			}
 		}
 		if r == 0 {
@@ -223,6 +245,17 @@ func BenchmarkFederator(b *testing.B) {
 		worstP, worstT = max(worstP, f/p), max(worstT, f/t)
 	}
 	n := float64(len(fedQueries))
+	// CPU is what the machine's cores did for a query, which the wall
+	// time on a shared 2-core machine hides: the ten leaves work in
+	// parallel there only as far as two cores allow.
+	fmt.Printf("bench: federator: median CPU (ms) per query of the server and the processes it queries (leaves, regions), from /proc/<pid>/stat\n")
+	fmt.Printf("bench: %-18s %9s %9s %9s %9s %9s | %7s %7s %7s\n", "query", "prom", "thanos", "fed", "fed-pull", "cascade", "fed÷P", "fed÷T", "casc÷fed")
+	for _, q := range fedQueries {
+		m := func(name string) float64 { return median(cpu[q.name][name]) }
+		p, t, f, fp, c := m(ref.name), m(thq.name), m(fed.name), m(pull.name), m(global.name)
+		fmt.Printf("bench: %-18s %9.0f %9.0f %9.0f %9.0f %9.0f | %7.2f %7.2f %7.2f\n", q.name, p, t, f, fp, c, f/p, f/t, c/f)
+		b.ReportMetric(f/p, q.name+"-cpu-fed/prom")
+	}
 	fmt.Printf("bench: federator (push-down) ÷ Prometheus: geometric mean %.2f, worst %.2f (target ≤ 1.2 each: %s)\n", math.Exp(logP/n), worstP, verdict(worstP <= 1.2))
 	fmt.Printf("bench: federator (push-down) ÷ Thanos Querier: geometric mean %.2f, worst %.2f (target ≤ 0.5 each: %s)\n", math.Exp(logT/n), worstT, verdict(worstT <= 0.5))
 	pushed, _, err := fed.metric("panorama_federator_pushdown_aggregations_total", `outcome="pushed"`)
