@@ -25,13 +25,7 @@ import (
 // and Aborted (pull instead) when its own was; a request without a limit
 // has none but the leaf's.
 func TestServerMaxSamples(t *testing.T) {
-	db, err := tsdb.Open(t.TempDir(), nil, nil, tsdb.DefaultOptions(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	now := time.Now().Truncate(time.Minute)
-	app := db.Appender(context.Background())
+	db, app, now := openTestDB(t)
 	for _, inst := range []string{"a", "b"} {
 		for i := 0; i < 40; i++ {
 			if _, err := app.Append(0, labels.FromStrings("__name__", "x", "instance", inst), now.Add(time.Duration(i-39)*15*time.Second).UnixMilli(), float64(i)); err != nil {
@@ -86,13 +80,7 @@ func TestServerMaxSamples(t *testing.T) {
 // evaluated, float and native-histogram series alike, in batches of at
 // most batchSize series, and decodes on the federator's side to the same.
 func TestServerAnswersVector(t *testing.T) {
-	db, err := tsdb.Open(t.TempDir(), nil, nil, tsdb.DefaultOptions(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	now := time.Now().Truncate(time.Minute)
-	app := db.Appender(context.Background())
+	db, app, now := openTestDB(t)
 	const n = batchSize + 7
 	for i := range n {
 		if _, err := app.Append(0, labels.FromStrings("__name__", "x", "i", strconv.Itoa(i)), now.UnixMilli(), float64(i)+0.5); err != nil {
@@ -110,7 +98,7 @@ func TestServerAnswersVector(t *testing.T) {
 		Queryable: func(ctx context.Context, _ *Request) (context.Context, storage.Queryable) { return ctx, db }}
 	got := map[string]string{}
 	batches := 0
-	err = s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli()}, func(r *querypb.QueryResponse) error {
+	err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli()}, func(r *querypb.QueryResponse) error {
 		// Through the wire and the federator's decoding.
 		b, err := r.Marshal()
 		if err != nil {
@@ -154,4 +142,16 @@ func TestServerAnswersVector(t *testing.T) {
 	if want := h.ToFloat(nil).String() + "@" + strconv.FormatInt(now.UnixMilli(), 10); got[lset] != want {
 		t.Errorf("%s = %s, want %s", lset, got[lset], want)
 	}
+}
+
+// openTestDB opens a TSDB for a test, closed at its end, with an appender
+// and the minute to write at.
+func openTestDB(t *testing.T) (*tsdb.DB, storage.Appender, time.Time) {
+	t.Helper()
+	db, err := tsdb.Open(t.TempDir(), nil, nil, tsdb.DefaultOptions(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, db.Appender(context.Background()), time.Now().Truncate(time.Minute)
 }
