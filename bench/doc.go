@@ -24,6 +24,12 @@
 //	PANORAMA_BENCH_TRACING_WINDOW  tracing: measured window (60s)
 //	PANORAMA_BENCH_TRACING_PROFILE tracing: CPU profile of Panorama under load after the window (20s; 0 skips it)
 //	PANORAMA_BENCH_TRACING_ROUNDS  tracing: measured query rounds (25)
+//	PANORAMA_BENCH_TRACING_STORED  tracing query: spans loaded into each server before the queries (10000000)
+//	PANORAMA_BENCH_TRACING_STREAMS tracing query: concurrent OTLP/gRPC requests of the loader (4)
+//	PANORAMA_BENCH_TRACING_LOAD_BATCH tracing query: spans per OTLP request of the loader (1000)
+//	PANORAMA_BENCH_TRACING_SEED    tracing query: seed of the generated span set (1)
+//	PANORAMA_BENCH_TRACING_QUERY_ROUNDS tracing query: measured query rounds (15)
+//	PANORAMA_BENCH_TRACING_DRAIN   tracing query: longest wait, after loading, until a server has stored everything (30m)
 //	PANORAMA_JAEGER                Jaeger v2 binary (<repo>/.cache/bin/jaeger)
 //	PANORAMA_TELEMETRYGEN          telemetrygen binary (<repo>/.cache/bin/telemetrygen)
 //	PANORAMA_BENCH_BINARY          a panorama binary to use instead of building ./cmd/panorama
