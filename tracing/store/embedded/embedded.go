@@ -451,13 +451,19 @@ func (r *resources) get(p uint32, hash uint64) (ptrace.ResourceSpans, error) {
 // GetTrace reads the trace's spans with one prefix scan per partition;
 // spans of the same resource and scope come back in one ResourceSpans.
 func (s *Store) GetTrace(_ context.Context, id pcommon.TraceID) (ptrace.Traces, error) {
+	return s.getTrace(id, s.resources())
+}
+
+// getTrace reads trace id with the resource records of res, which a
+// search shares between the traces it returns (they hold spans of the same
+// few resources, each otherwise read and decoded once per trace).
+func (s *Store) getTrace(id pcommon.TraceID, res *resources) (ptrace.Traces, error) {
 	out := ptrace.NewTraces()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tableSpan}, UpperBound: []byte{tableSpan + 1}})
 	if err != nil {
 		return out, err
 	}
 	defer it.Close()
-	res := s.resources()
 	groups := map[[12]byte]ptrace.SpanSlice{}
 	for _, p := range s.livePartitions() {
 		prefix := newKey(tableSpan, p).raw(id[:]).bytes()

@@ -93,7 +93,10 @@ func (s *Store) FindTraces(ctx context.Context, q store.TraceQuery) ([]ptrace.Tr
 
 	out := make([]ptrace.Traces, 0, len(found))
 	for _, id := range found {
-		td, err := s.GetTrace(ctx, id)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		td, err := s.getTrace(id, res)
 		if errors.Is(err, store.ErrTraceNotFound) {
 			continue // deleted by retention meanwhile
 		}
