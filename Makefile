@@ -96,7 +96,7 @@ $(BIN)/kube-apiserver:
 		k8s.io/kubernetes/cmd/kube-apiserver
 
 bench: test-deps $(BIN)/prometheus-slicelabels $(BIN)/jaeger
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 180m ./bench/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

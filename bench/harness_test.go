@@ -167,13 +167,23 @@ func missing(b *testing.B, why string) {
 
 func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
 	b.Helper()
+	d := envDurationOrZero(b, name, def)
+	if d == 0 {
+		b.Fatalf("%s=%q: want a positive duration such as 5s", name, os.Getenv(name))
+	}
+	return d
+}
+
+// envDurationOrZero is envDuration where 0 turns something off.
+func envDurationOrZero(b *testing.B, name string, def time.Duration) time.Duration {
+	b.Helper()
 	v := os.Getenv(name)
 	if v == "" {
 		return def
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		b.Fatalf("%s=%q: want a positive duration such as 5s", name, v)
+	if err != nil || d < 0 {
+		b.Fatalf("%s=%q: want a duration such as 5s", name, v)
 	}
 	return d
 }

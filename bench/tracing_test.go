@@ -42,7 +42,7 @@ func BenchmarkTracingIngest(b *testing.B) {
 		batch   = envInt(b, "PANORAMA_BENCH_TRACING_BATCH", 512)
 		warmup  = envDuration(b, "PANORAMA_BENCH_TRACING_WARMUP", 10*time.Second)
 		window  = envDuration(b, "PANORAMA_BENCH_TRACING_WINDOW", 60*time.Second)
-		profile = envDuration(b, "PANORAMA_BENCH_TRACING_PROFILE", 20*time.Second)
+		profile = envDurationOrZero(b, "PANORAMA_BENCH_TRACING_PROFILE", 20*time.Second)
 		rounds  = envInt(b, "PANORAMA_BENCH_TRACING_ROUNDS", 25)
 	)
 	for b.Loop() {
