@@ -240,6 +240,21 @@ func (g *traceGen) spanID() pcommon.SpanID {
 	return id
 }
 
+// newSpan adds a span of service svc (on a random instance) to the trace,
+// with a fresh span ID, and returns it and its ID.
+func (g *traceGen) newSpan(svc int, parent pcommon.SpanID, name string, kind ptrace.SpanKind, start uint64) (ptrace.Span, pcommon.SpanID) {
+	sp := g.tb.span(g.s, svc, g.rng.IntN(synthInstances))
+	g.count++
+	id := g.spanID()
+	sp.SetTraceID(g.tid)
+	sp.SetSpanID(id)
+	sp.SetParentSpanID(parent)
+	sp.SetName(name)
+	sp.SetKind(kind)
+	sp.SetStartTimestamp(pcommon.Timestamp(start))
+	return sp, id
+}
+
 func (g *traceGen) lognormal(median time.Duration, sigma float64) uint64 {
 	return uint64(float64(median) * math.Exp(g.rng.NormFloat64()*sigma))
 }
@@ -249,15 +264,7 @@ func (g *traceGen) lognormal(median time.Duration, sigma float64) uint64 {
 func (g *traceGen) server(svc, op int, parent pcommon.SpanID, start uint64, depth int) (end uint64, failed bool) {
 	s := &g.s.services[svc]
 	o := s.ops[op]
-	sp := g.tb.span(g.s, svc, g.rng.IntN(synthInstances))
-	g.count++
-	id := g.spanID()
-	sp.SetTraceID(g.tid)
-	sp.SetSpanID(id)
-	sp.SetParentSpanID(parent)
-	sp.SetName(o.name)
-	sp.SetKind(ptrace.SpanKindServer)
-	sp.SetStartTimestamp(pcommon.Timestamp(start))
+	sp, id := g.newSpan(svc, parent, o.name, ptrace.SpanKindServer, start)
 
 	self := g.lognormal(3*time.Millisecond, 0.8)
 	if g.rng.IntN(1000) < synthSlowPerMille {
@@ -279,15 +286,7 @@ func (g *traceGen) server(svc, op int, parent pcommon.SpanID, start uint64, dept
 		callee := s.calls[g.rng.IntN(len(s.calls))]
 		cop := g.rng.IntN(len(g.s.services[callee].ops))
 		co := g.s.services[callee].ops[cop]
-		cl := g.tb.span(g.s, svc, g.rng.IntN(synthInstances))
-		g.count++
-		cid := g.spanID()
-		cl.SetTraceID(g.tid)
-		cl.SetSpanID(cid)
-		cl.SetParentSpanID(id)
-		cl.SetName(co.name)
-		cl.SetKind(ptrace.SpanKindClient)
-		cl.SetStartTimestamp(pcommon.Timestamp(cursor))
+		cl, cid := g.newSpan(svc, id, co.name, ptrace.SpanKindClient, cursor)
 		net := uint64(200*time.Microsecond) + uint64(g.rng.Int64N(int64(time.Millisecond)))
 		cend, cfailed := g.server(callee, cop, cid, cursor+net, depth+1)
 		cursor = cend + net
