@@ -174,6 +174,15 @@ func BenchmarkFederator(b *testing.B) {
 		}
 	}
 
+	if d := envDurationOrZero(b, "PANORAMA_BENCH_FED_HOLD", 0); d > 0 {
+		// For profiling by hand: every server stays up, answering, for d.
+		fmt.Printf("bench: federator: holding for %s; eval time %s\n", d, evalTime)
+		for _, s := range append(append(slices.Clip(servers), region0, region1), leaves...) {
+			fmt.Printf("bench: federator:   %-16s http://%s pid %d\n", s.name, s.addr, s.cmd.Process.Pid)
+		}
+		time.Sleep(d)
+	}
+
 	// Latency: each round runs every query once on every server, in a
 	// rotating order, so that a noisy moment of the shared machine does not
 	// fall on one server only.

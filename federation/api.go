@@ -109,7 +109,9 @@ const maxFormBody = 10 << 20
 
 // withRequestOptions reads partial_response and dedup (the parameters of a
 // Thanos Querier) from the URL or a form body and hands them to the
-// queryable through the request's context. A form body is read from a
+// queryable through the request's context, and marks an instant query
+// without stats or limit as one whose answer may come encoded
+// (encoded.go). A form body is read from a
 // copy, so that Prometheus' handlers parse the request exactly as they
 // would have.
 func (f *Federator) withRequestOptions(next http.Handler) http.Handler {
@@ -136,7 +138,12 @@ func (f *Federator) withRequestOptions(next http.Handler) http.Handler {
 			}
 			*p.dst = b
 		}
-		next.ServeHTTP(w, r.WithContext(WithRequestOptions(r.Context(), opts)))
+		ctx := WithRequestOptions(r.Context(), opts)
+		if r.URL.Path == "/query" && form.Get("stats") == "" && form.Get("limit") == "" {
+			// The instant query's answer only goes out as JSON.
+			ctx = withEncodedResult(ctx)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

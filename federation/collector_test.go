@@ -68,15 +68,22 @@ func startCollector(t *testing.T, cluster string, with ...func(*collector.Option
 // Prometheus remote-writing to it would.
 func (rc *realCollector) write(t *testing.T, data []testSeries) {
 	t.Helper()
-	var req prompb.WriteRequest
+	var series []prompb.TimeSeries
 	for _, s := range data {
 		var ts prompb.TimeSeries
 		s.lset.Range(func(l labels.Label) { ts.Labels = append(ts.Labels, prompb.Label{Name: l.Name, Value: l.Value}) })
 		for _, smp := range s.samples {
 			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: smp.t, Value: smp.v})
 		}
-		req.Timeseries = append(req.Timeseries, ts)
+		series = append(series, ts)
 	}
+	rc.writeSeries(t, series)
+}
+
+// writeSeries sends series through the collector's /api/v1/write.
+func (rc *realCollector) writeSeries(t *testing.T, series []prompb.TimeSeries) {
+	t.Helper()
+	req := prompb.WriteRequest{Timeseries: series}
 	raw, err := req.Marshal()
 	if err != nil {
 		t.Fatal(err)

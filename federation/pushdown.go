@@ -528,7 +528,16 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		series   []*prompb.TimeSeries
 		warnings []string
 		err      error
+		// json and samples, instead of series, when encoding (below).
+		json    [][]byte
+		samples int
 	}
+	own := p.e.f.opts.ExternalLabels
+	// The whole answer is the leaves' answers, and the query API only
+	// encodes it: the leaves answer in JSON, and a leaf that answers with
+	// series has them encoded as they come (encoded.go).
+	encode := p.step == 0 && len(nodes) == 1 && pulled == 0 && nodes[0].agg == nil &&
+		unparen(p.expr) == nodes[0].expr && own.IsEmpty() && encodedResultAccepted(ctx)
 	if _, err := p.e.limit.Insert(ctx, p.pull.String()); err != nil {
 		return nil, err
 	}
@@ -546,13 +555,30 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 			}
 			// Ties of topk and bottomk go as the engine meets the series.
 			r.SortSeries = n.agg != nil && (n.agg.Op == parser.TOPK || n.agg.Op == parser.BOTTOMK)
+			r.EncodeJSON = encode
 			a := &answers[k]
-			a.err = p.e.call(ctx, c.addr, &r, func(resp *querypb.QueryResponse) error {
+			a.err = p.e.call(ctx, c.addr, &r, func(resp *pushdown.Response) error {
+				var series []*prompb.TimeSeries
 				switch {
+				case resp.JSON != nil && !encode:
+					return errors.New("JSON samples, not asked for")
+				case resp.JSON != nil:
+					a.json = append(a.json, resp.JSON)
+					a.samples += resp.Samples
+					return nil
 				case resp.GetTimeseriesBatch() != nil:
-					a.series = append(a.series, resp.GetTimeseriesBatch().Series...)
+					series = resp.GetTimeseriesBatch().Series
 				case resp.GetTimeseries() != nil:
-					a.series = append(a.series, resp.GetTimeseries())
+					series = []*prompb.TimeSeries{resp.GetTimeseries()}
+				}
+				switch {
+				case series != nil && encode:
+					b, n, err := encodeSamples(series, r.StartMs)
+					a.json = append(a.json, b)
+					a.samples += n
+					return err
+				case series != nil:
+					a.series = append(a.series, series...)
 				case resp.GetWarnings() != "":
 					w := resp.GetWarnings()
 					if pushdown.IsPromQLAnnotation(w) {
@@ -594,7 +620,20 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		}
 		perNode[c.node] = append(perNode[c.node], a)
 	}
-	own := p.e.f.opts.ExternalLabels
+	if encode {
+		v := encodedVector{}
+		for _, a := range answers {
+			v.parts = append(v.parts, a.json...)
+			v.samples += a.samples
+		}
+		if v.samples > p.maxSamples {
+			// Over the limit as the engine counts: the engine's error
+			// comes from pulling, as with the answers evaluated below.
+			return nil, promql.ErrTooManySamples(tooManySamplesEnv)
+		}
+		p.e.outcomes.WithLabelValues("pushed").Inc()
+		return &promql.Result{Value: v, Warnings: *warnings}, nil
+	}
 	withOwn := func(n *pushNode, lset labels.Labels) labels.Labels {
 		if own.IsEmpty() {
 			return lset
@@ -818,7 +857,7 @@ func mergePartStates(leaves [][]*prompb.TimeSeries) []partGroup {
 // forwardParts answers a parent's request for partial sums by asking this
 // federator's own leaves for theirs and merging them, when that is safe
 // here; handled is false when the request must be evaluated here instead.
-func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request, send func(*querypb.QueryResponse) error) (handled bool, err error) {
+func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request, out pushdown.Sender) (handled bool, err error) {
 	if !e.f.opts.PushDown {
 		return false, nil
 	}
@@ -859,8 +898,10 @@ func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = e.call(ctx, addr, &r, func(resp *querypb.QueryResponse) error {
+			errs[i] = e.call(ctx, addr, &r, func(resp *pushdown.Response) error {
 				switch {
+				case resp.JSON != nil:
+					return errors.New("JSON samples, not asked for")
 				case resp.GetTimeseriesBatch() != nil:
 					answers[i] = append(answers[i], resp.GetTimeseriesBatch().Series...)
 				case resp.GetTimeseries() != nil:
@@ -892,12 +933,12 @@ func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request
 	e.outcomes.WithLabelValues("pushed").Inc()
 	for _, ws := range warnings {
 		for _, w := range ws {
-			if err := send(querypb.NewQueryWarningsResponse(errors.New(w))); err != nil {
+			if err := out.Send(querypb.NewQueryWarningsResponse(errors.New(w))); err != nil {
 				return true, err
 			}
 		}
 	}
-	var out []*prompb.TimeSeries
+	var series []*prompb.TimeSeries
 	own := e.f.opts.ExternalLabels
 	for _, g := range mergePartStates(answers) {
 		lset := g.lset
@@ -922,11 +963,11 @@ func (e *pushdownEngine) forwardParts(ctx context.Context, req *pushdown.Request
 				}
 				samples[i] = prompb.Sample{Timestamp: st.ts, Value: v}
 			}
-			out = append(out, &prompb.TimeSeries{Labels: labelpb.ZLabelsFromPromLabels(labels.NewBuilder(lset).Set(pushdown.PartLabel, part).Labels()), Samples: samples})
+			series = append(series, &prompb.TimeSeries{Labels: labelpb.ZLabelsFromPromLabels(labels.NewBuilder(lset).Set(pushdown.PartLabel, part).Labels()), Samples: samples})
 		}
 	}
-	for start := 0; start < len(out); start += 256 {
-		if err := send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: out[start:min(start+256, len(out))]}}}); err != nil {
+	for start := 0; start < len(series); start += 256 {
+		if err := out.Send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: series[start:min(start+256, len(series))]}}}); err != nil {
 			return true, err
 		}
 	}
@@ -941,13 +982,13 @@ type federatorEvaluator struct {
 	generic *pushdown.Server
 }
 
-func (fe *federatorEvaluator) Eval(ctx context.Context, req *pushdown.Request, send func(*querypb.QueryResponse) error) error {
+func (fe *federatorEvaluator) Eval(ctx context.Context, req *pushdown.Request, out pushdown.Sender) error {
 	if req.Parts {
-		if handled, err := fe.e.forwardParts(ctx, req, send); handled {
+		if handled, err := fe.e.forwardParts(ctx, req, out); handled {
 			return err
 		}
 	}
-	return fe.generic.Eval(ctx, req, send)
+	return fe.generic.Eval(ctx, req, out)
 }
 
 // replaceExprs returns e with the expressions in r replaced.
@@ -1103,7 +1144,7 @@ func (e *pushdownEngine) markNoService(addr string) {
 }
 
 // call sends one push-down request, bounded by the endpoint timeout.
-func (e *pushdownEngine) call(ctx context.Context, addr string, req *pushdown.Request, recv func(*querypb.QueryResponse) error) error {
+func (e *pushdownEngine) call(ctx context.Context, addr string, req *pushdown.Request, recv func(*pushdown.Response) error) error {
 	cc, err := e.f.endpoints.conn(addr)
 	if err != nil {
 		return err

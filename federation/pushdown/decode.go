@@ -11,7 +11,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// response is a querypb.QueryResponse as the federator receives it. A
+// Response is one message of an answer as the federator receives it: a
+// querypb.QueryResponse, or samples encoded as JSON (Sender.SendJSON). A
 // batch of series, which is what a leaf sends for all but warnings, is
 // decoded into a few slabs (one array each of series, labels and samples
 // per message) instead of gogo-protobuf's allocations per series and
@@ -22,19 +23,53 @@ import (
 // gives. Label strings point into the message's buffer, as gogo-protobuf's
 // zero-copy labels (labelpb.ZLabel) do: Thanos' gRPC codec hands every
 // message a buffer of its own.
-type response struct{ querypb.QueryResponse }
+type Response struct {
+	querypb.QueryResponse
+	// JSON, when not nil, are samples as Sender.SendJSON sends them, and
+	// Samples their count; the QueryResponse is then empty.
+	JSON    []byte
+	Samples int
+}
 
 // errSlow sends a message to querypb's own Unmarshal.
 var errSlow = errors.New("not on the fast path")
 
-func (r *response) Unmarshal(b []byte) error {
-	r.QueryResponse = querypb.QueryResponse{}
+func (r *Response) Unmarshal(b []byte) error {
+	*r = Response{}
+	if num, _, _ := protowire.ConsumeTag(b); num == fieldJSONSamples {
+		return r.unmarshalJSON(b)
+	}
 	if series, err := decodeBatchResponse(b); err == nil {
 		r.Result = &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: series}}
 		return nil
 	}
 	r.QueryResponse = querypb.QueryResponse{}
 	return r.QueryResponse.Unmarshal(b)
+}
+
+func (r *Response) unmarshalJSON(b []byte) error {
+	for f := (fields{b: b}); ; {
+		num, typ, v, ok := f.next()
+		if !ok {
+			if f.err || r.JSON == nil {
+				return errors.New("pushdown: malformed JSON samples message")
+			}
+			return nil
+		}
+		switch {
+		case num == fieldJSONSamples && typ == protowire.BytesType:
+			// The message's buffer is its own (see above).
+			r.JSON = v
+		case num == fieldJSONCount && typ == protowire.VarintType:
+			n, _ := protowire.ConsumeVarint(v)
+			if n > math.MaxInt32 {
+				return errors.New("pushdown: malformed JSON samples message")
+			}
+			r.Samples = int(n)
+		default:
+			return errors.New("pushdown: malformed JSON samples message")
+		}
+	}
 }
 
 // decodeBatchResponse decodes a QueryResponse that is exactly one

@@ -80,7 +80,7 @@ func TestResponseDecodeMatchesGogo(t *testing.T) {
 			if err := want.Unmarshal(b); err != nil {
 				t.Fatal(err)
 			}
-			var got response
+			var got Response
 			if err := got.Unmarshal(b); err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +91,7 @@ func TestResponseDecodeMatchesGogo(t *testing.T) {
 	}
 
 	// A series' slices do not share capacity with the next series'.
-	var got response
+	var got Response
 	if err := got.Unmarshal(marshalResponse(t, batchResponse(testSeries(2, 2)))); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func FuzzResponseUnmarshal(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var want querypb.QueryResponse
 		wantErr := want.Unmarshal(b)
-		var got response
+		var got Response
 		gotErr := got.Unmarshal(b)
 		if (gotErr == nil) != (wantErr == nil) {
 			t.Fatalf("error %v, querypb's %v", gotErr, wantErr)
@@ -144,7 +144,7 @@ func BenchmarkResponseUnmarshal(b *testing.B) {
 	b.Run("federator", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			var r response
+			var r Response
 			if err := r.Unmarshal(msg); err != nil {
 				b.Fatal(err)
 			}

@@ -37,7 +37,7 @@ type Server struct {
 const batchSize = 256
 
 // Eval implements Evaluator.
-func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.QueryResponse) error) error {
+func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	ctx, q := s.Queryable(ctx, req)
 	// The smaller of the leaf's limit and the requester's.
 	// requested: the limit in force is the requester's.
@@ -84,7 +84,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 	for _, w := range res.Warnings {
 		// Without the query attached an annotation renders without a
 		// position: "PromQL info: …", which the federator recognises.
-		if err := send(querypb.NewQueryWarningsResponse(w)); err != nil {
+		if err := out.Send(querypb.NewQueryWarningsResponse(w)); err != nil {
 			return err
 		}
 	}
@@ -97,7 +97,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 		for start := 0; start < len(parts); start += batchSize {
-			if err := send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: parts[start:min(start+batchSize, len(parts))]}}}); err != nil {
+			if err := out.Send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: parts[start:min(start+batchSize, len(parts))]}}}); err != nil {
 				return err
 			}
 		}
@@ -108,7 +108,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 		if len(batch) == 0 {
 			return nil
 		}
-		err := send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: batch}}})
+		err := out.Send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: batch}}})
 		batch = nil
 		return err
 	}
@@ -121,6 +121,18 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 	}
 	switch v := res.Value.(type) {
 	case promql.Vector:
+		if req.EncodeJSON {
+			for start := 0; start < len(v); start += batchSize {
+				b, n, err := AppendVectorJSON(nil, v[start:min(start+batchSize, len(v))])
+				if err != nil {
+					return status.Error(codes.Internal, err.Error())
+				}
+				if err := out.SendJSON(b, n); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		// A batch's series and float samples are each one array: a raw
 		// selector's answer is thousands of one-sample series.
 		for start := 0; start < len(v); start += batchSize {
@@ -139,7 +151,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, send func(*querypb.Quer
 				}
 				batch[i] = ts
 			}
-			if err := send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: batch}}}); err != nil {
+			if err := out.Send(&querypb.QueryResponse{Result: &querypb.QueryResponse_TimeseriesBatch{TimeseriesBatch: &querypb.TimeSeriesBatch{Series: batch}}}); err != nil {
 				return err
 			}
 		}

@@ -63,7 +63,7 @@ func TestServerMaxSamples(t *testing.T) {
 		{"the leaf's own limit is smaller", 30, true, 1000, codes.Aborted},
 		{"a leaf that cannot lower its limit", 100, false, 30, codes.OK},
 	} {
-		err := server(tc.own, tc.limited).Eval(context.Background(), &Request{Query: q, StartMs: now.UnixMilli(), MaxSamples: tc.requested}, func(*querypb.QueryResponse) error { return nil })
+		err := server(tc.own, tc.limited).Eval(context.Background(), &Request{Query: q, StartMs: now.UnixMilli(), MaxSamples: tc.requested}, SendFunc(func(*querypb.QueryResponse) error { return nil }))
 		if got := status.Code(err); got != tc.want {
 			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
 		}
@@ -98,13 +98,13 @@ func TestServerAnswersVector(t *testing.T) {
 		Queryable: func(ctx context.Context, _ *Request) (context.Context, storage.Queryable) { return ctx, db }}
 	got := map[string]string{}
 	batches := 0
-	err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli()}, func(r *querypb.QueryResponse) error {
+	err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli()}, SendFunc(func(r *querypb.QueryResponse) error {
 		// Through the wire and the federator's decoding.
 		b, err := r.Marshal()
 		if err != nil {
 			return err
 		}
-		var back response
+		var back Response
 		if err := back.Unmarshal(b); err != nil {
 			return err
 		}
@@ -125,7 +125,7 @@ func TestServerAnswersVector(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,12 @@ type Request struct {
 	// (a request from a federator before this field) means no limit but
 	// the leaf's own.
 	MaxSamples int64
+	// EncodeJSON asks, for an instant query whose answer is a vector,
+	// for its samples as Prometheus' query API encodes them in JSON
+	// (Sender.SendJSON) instead of as series: the requester only
+	// concatenates them into its own API's answer. A leaf that does not
+	// know the field answers with series, which the requester encodes.
+	EncodeJSON bool
 }
 
 // Field numbers of Request on the wire.
@@ -78,6 +84,7 @@ const (
 	fieldPartsWithout
 	fieldSortSeries
 	fieldMaxSamples
+	fieldEncodeJSON
 )
 
 func (r *Request) appendTo(b []byte) []byte {
@@ -105,7 +112,7 @@ func (r *Request) appendTo(b []byte) []byte {
 	for _, f := range []struct {
 		n protowire.Number
 		v bool
-	}{{fieldDedup, r.Dedup}, {fieldPartialResponse, r.PartialResponse}, {fieldParts, r.Parts}, {fieldPartsWithout, r.PartsWithout}, {fieldSortSeries, r.SortSeries}} {
+	}{{fieldDedup, r.Dedup}, {fieldPartialResponse, r.PartialResponse}, {fieldParts, r.Parts}, {fieldPartsWithout, r.PartsWithout}, {fieldSortSeries, r.SortSeries}, {fieldEncodeJSON, r.EncodeJSON}} {
 		if f.v {
 			b = protowire.AppendTag(b, f.n, protowire.VarintType)
 			b = protowire.AppendVarint(b, 1)
@@ -177,6 +184,8 @@ func (r *Request) Unmarshal(b []byte) error {
 				r.PartsWithout = v != 0
 			case fieldSortSeries:
 				r.SortSeries = v != 0
+			case fieldEncodeJSON:
+				r.EncodeJSON = v != 0
 			}
 		default:
 			// Unknown fields are skipped, for newer senders.
@@ -198,7 +207,84 @@ const (
 
 // Evaluator answers one Request, sending the result's series and warnings.
 type Evaluator interface {
-	Eval(ctx context.Context, req *Request, send func(*querypb.QueryResponse) error) error
+	Eval(ctx context.Context, req *Request, s Sender) error
+}
+
+// Sender sends an answer's messages.
+type Sender interface {
+	// Send sends series or warnings.
+	Send(*querypb.QueryResponse) error
+	// SendJSON sends samples encoded as Prometheus' query API does, for
+	// Request.EncodeJSON: the JSON objects of one or more samples,
+	// separated by commas; n counts them as the engine counts samples
+	// against --query.max-samples.
+	SendJSON(samples []byte, n int) error
+}
+
+// SendFunc is a Sender of series and warnings only.
+type SendFunc func(*querypb.QueryResponse) error
+
+func (f SendFunc) Send(r *querypb.QueryResponse) error { return f(r) }
+
+func (SendFunc) SendJSON([]byte, int) error {
+	return errors.New("pushdown: this sender takes no JSON")
+}
+
+type streamSender struct{ grpc.ServerStream }
+
+func (s streamSender) Send(r *querypb.QueryResponse) error { return s.SendMsg(r) }
+
+func (s streamSender) SendJSON(samples []byte, n int) error {
+	return s.SendMsg(&jsonSamples{json: samples, n: n})
+}
+
+// Fields of the message SendJSON sends, in the place of a
+// querypb.QueryResponse; numbered far from querypb's own.
+const (
+	fieldJSONSamples protowire.Number = 1000 + iota
+	fieldJSONCount
+)
+
+// jsonSamples is the message of SendJSON.
+type jsonSamples struct {
+	json []byte
+	n    int
+}
+
+func (m *jsonSamples) appendTo(b []byte) []byte {
+	b = protowire.AppendTag(b, fieldJSONSamples, protowire.BytesType)
+	b = protowire.AppendBytes(b, m.json)
+	b = protowire.AppendTag(b, fieldJSONCount, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(m.n))
+}
+
+func (m *jsonSamples) Size() int {
+	return protowire.SizeTag(fieldJSONSamples) + protowire.SizeBytes(len(m.json)) +
+		protowire.SizeTag(fieldJSONCount) + protowire.SizeVarint(uint64(m.n))
+}
+
+func (m *jsonSamples) MarshalToSizedBuffer(buf []byte) (int, error) {
+	size := m.Size()
+	if size > len(buf) {
+		return 0, errors.New("pushdown JSON samples: buffer too small")
+	}
+	// Like gogo-protobuf, fill the end of the buffer.
+	m.appendTo(buf[len(buf)-size : len(buf)-size : len(buf)])
+	return size, nil
+}
+
+// Unmarshal is for the codec's interface; the requester decodes these
+// messages as a Response.
+func (m *jsonSamples) Unmarshal(b []byte) error {
+	var r Response
+	if err := r.Unmarshal(b); err != nil {
+		return err
+	}
+	if r.JSON == nil {
+		return errors.New("pushdown JSON samples: none in the message")
+	}
+	m.json, m.n = r.JSON, r.Samples
+	return nil
 }
 
 var serviceDesc = grpc.ServiceDesc{
@@ -212,7 +298,7 @@ var serviceDesc = grpc.ServiceDesc{
 			if err := stream.RecvMsg(req); err != nil {
 				return err
 			}
-			return srv.(Evaluator).Eval(stream.Context(), req, func(r *querypb.QueryResponse) error { return stream.SendMsg(r) })
+			return srv.(Evaluator).Eval(stream.Context(), req, streamSender{stream})
 		},
 	}},
 	Metadata: "panorama/federation/pushdown",
@@ -222,7 +308,7 @@ var serviceDesc = grpc.ServiceDesc{
 func Register(s *grpc.Server, e Evaluator) { s.RegisterService(&serviceDesc, e) }
 
 // Call sends req to the leaf behind cc and hands each response to recv.
-func Call(ctx context.Context, cc grpc.ClientConnInterface, req *Request, recv func(*querypb.QueryResponse) error) error {
+func Call(ctx context.Context, cc grpc.ClientConnInterface, req *Request, recv func(*Response) error) error {
 	stream, err := cc.NewStream(ctx, &serviceDesc.Streams[0], evalMethod)
 	if err != nil {
 		return err
@@ -234,14 +320,14 @@ func Call(ctx context.Context, cc grpc.ClientConnInterface, req *Request, recv f
 		return err
 	}
 	for {
-		resp := &response{}
+		resp := &Response{}
 		if err := stream.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
-		if err := recv(&resp.QueryResponse); err != nil {
+		if err := recv(resp); err != nil {
 			return err
 		}
 	}

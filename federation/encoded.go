@@ -1,0 +1,132 @@
+package federation
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	jsoniter "github.com/json-iterator/go"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/thanos-io/thanos/pkg/store/labelpb"
+	"github.com/thanos-io/thanos/pkg/store/storepb/prompb"
+
+	"github.com/panorama-obs/panorama/federation/pushdown"
+)
+
+// A query whose whole answer is the union of the leaves' answers (a
+// selector, or a function of each series, pushed down as it is) needs no
+// evaluation at the federator: an instant vector's samples go out as the
+// leaves sent them, in no particular order. When the caller is the
+// Prometheus query API, which would only encode the vector as JSON, each
+// leaf's answer is encoded as it arrives, on that leaf's goroutine, with
+// Prometheus' own encoder, and the API writes the pieces out as they are.
+// A raw selector over thousands of series spends the federator's time on
+// decoding and encoding, and this way the encoding overlaps the waiting
+// for the slowest leaf instead of following it, and no series outlives
+// its message.
+
+type encodedResultKey struct{}
+
+// withEncodedResult marks ctx as the query API's, for a query whose answer
+// is only encoded as JSON, unchanged (no stats, no limit).
+func withEncodedResult(ctx context.Context) context.Context {
+	return context.WithValue(ctx, encodedResultKey{}, true)
+}
+
+func encodedResultAccepted(ctx context.Context) bool {
+	ok, _ := ctx.Value(encodedResultKey{}).(bool)
+	return ok
+}
+
+// encodedVector is an instant vector already encoded as the JSON of
+// Prometheus' query API: each part holds the comma-separated JSON of
+// samples, as Prometheus encodes one promql.Sample; samples counts them as
+// the engine counts against its sample limit.
+type encodedVector struct {
+	parts   [][]byte
+	samples int
+}
+
+func (encodedVector) Type() parser.ValueType { return parser.ValueTypeVector }
+
+func (v encodedVector) String() string {
+	return fmt.Sprintf("instant vector of %d samples, encoded", v.samples)
+}
+
+// MarshalJSON is for encoders other than the query API's (jsoniter, with
+// the encoder registered below).
+func (v encodedVector) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.Grow(v.size())
+	v.writeTo(&b)
+	return b.Bytes(), nil
+}
+
+func (v encodedVector) writeTo(w interface {
+	Write([]byte) (int, error)
+}) {
+	_, _ = w.Write([]byte{'['})
+	first := true
+	for _, p := range v.parts {
+		if len(p) == 0 {
+			continue
+		}
+		if !first {
+			_, _ = w.Write([]byte{','})
+		}
+		first = false
+		_, _ = w.Write(p)
+	}
+	_, _ = w.Write([]byte{']'})
+}
+
+func (v encodedVector) size() int {
+	n := 2
+	for _, p := range v.parts {
+		n += len(p) + 1
+	}
+	return n
+}
+
+func init() {
+	jsoniter.RegisterTypeEncoderFunc("federation.encodedVector", func(ptr unsafe.Pointer, stream *jsoniter.Stream) {
+		v := (*encodedVector)(ptr)
+		// Room for all of it at once: the API's answer is this, mostly.
+		if buf := stream.Buffer(); cap(buf)-len(buf) < v.size() {
+			grown := make([]byte, len(buf), len(buf)+v.size()+4096)
+			copy(grown, buf)
+			stream.SetBuffer(grown)
+		}
+		v.writeTo(stream)
+	}, func(unsafe.Pointer) bool { return false })
+}
+
+// errNotEncodable: a leaf's answer is not one sample per series at the
+// query's time; the query is answered the general way instead.
+var errNotEncodable = errors.New("a leaf's answer to an instant query has a series without one sample at the query time")
+
+// encodeSamples returns the JSON of series, as the engine would select
+// them at time t from the leaf's answer: a float or a histogram at t, and
+// not a stale marker (pushdown.AppendVectorJSON), with their count as the
+// engine counts samples.
+func encodeSamples(series []*prompb.TimeSeries, t int64) ([]byte, int, error) {
+	vec := make(promql.Vector, 0, len(series))
+	for _, ts := range series {
+		switch {
+		case len(ts.Samples) == 1 && len(ts.Histograms) == 0 && ts.Samples[0].Timestamp == t:
+			if value.IsStaleNaN(ts.Samples[0].Value) {
+				continue
+			}
+			vec = append(vec, promql.Sample{T: t, F: ts.Samples[0].Value, Metric: labelpb.ZLabelsToPromLabels(ts.Labels)})
+		case len(ts.Samples) == 0 && len(ts.Histograms) == 1 && ts.Histograms[0].Timestamp == t:
+			vec = append(vec, promql.Sample{T: t, H: prompb.FromProtoHistogram(ts.Histograms[0]), Metric: labelpb.ZLabelsToPromLabels(ts.Labels)})
+		default:
+			return nil, 0, errNotEncodable
+		}
+	}
+	return pushdown.AppendVectorJSON(nil, vec)
+}

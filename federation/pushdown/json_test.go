@@ -1,0 +1,147 @@
+package pushdown
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	apiv1 "github.com/prometheus/prometheus/web/api/v1"
+	"github.com/thanos-io/thanos/pkg/api/query/querypb"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// jsonSender sends through the wire encoding of the gRPC codec and
+// decodes as the federator does.
+type jsonSender struct {
+	t       *testing.T
+	samples [][]byte
+	n       int
+	series  int
+}
+
+func (s *jsonSender) Send(r *querypb.QueryResponse) error {
+	if r.GetTimeseriesBatch() != nil {
+		s.series += len(r.GetTimeseriesBatch().Series)
+	}
+	return nil
+}
+
+func (s *jsonSender) SendJSON(b []byte, n int) error {
+	m := &jsonSamples{json: b, n: n}
+	buf := make([]byte, m.Size())
+	if k, err := m.MarshalToSizedBuffer(buf); err != nil || k != len(buf) {
+		s.t.Fatalf("marshal: %d of %d bytes, %v", k, len(buf), err)
+	}
+	var back Response
+	if err := back.Unmarshal(buf); err != nil {
+		return err
+	}
+	if back.GetResult() != nil {
+		s.t.Errorf("a JSON message decoded with a result: %v", back.GetResult())
+	}
+	s.samples = append(s.samples, back.JSON)
+	s.n += back.Samples
+	return nil
+}
+
+// TestServerAnswersJSON: asked for JSON, a leaf sends its instant vector's
+// samples as Prometheus' API encodes them, in batches, counted as the
+// engine counts them; the batches joined are the API's vector. A range
+// query's answer is series whatever is asked.
+func TestServerAnswersJSON(t *testing.T) {
+	db, app, now := openTestDB(t)
+	const n = batchSize + 7
+	for i := range n {
+		v := float64(i) + 0.5
+		if i == 3 {
+			v = math.NaN()
+		}
+		if _, err := app.Append(0, labels.FromStrings("__name__", "x", "i", strconv.Itoa(i), "q", `a"<b>`), now.UnixMilli(), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &histogram.Histogram{Count: 5, Sum: 2.5, Schema: 0, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{2, 1}}
+	if _, err := app.AppendHistogram(0, labels.FromStrings("__name__", "x", "i", "h"), now.UnixMilli(), h, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
+	s := &Server{Engine: engine, Queryable: func(ctx context.Context, _ *Request) (context.Context, storage.Queryable) { return ctx, db }}
+	out := &jsonSender{t: t}
+	if err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli(), EncodeJSON: true}, out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.samples) != 2 || out.series != 0 {
+		t.Fatalf("%d JSON batches and %d series, want 2 and 0", len(out.samples), out.series)
+	}
+	joined := []byte{'['}
+	for i, b := range out.samples {
+		if i > 0 {
+			joined = append(joined, ',')
+		}
+		joined = append(joined, b...)
+	}
+	joined = append(joined, ']')
+
+	// What Prometheus' API would write for the same query.
+	qry, err := engine.NewInstantQuery(context.Background(), db, nil, "x", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := qry.Exec(context.Background())
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	want, err := apiv1.JSONCodec{}.Encode(&apiv1.Response{Status: "success", Data: res.Value})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := apiv1.JSONCodec{}.Encode(&apiv1.Response{Status: "success", Data: json.RawMessage(joined)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("JSON answer\n%.600s\nPrometheus'\n%.600s", got, want)
+	}
+	wantN := n + (h.ToFloat(nil).Size()+8)/16
+	if out.n != wantN {
+		t.Errorf("counted %d samples, want %d", out.n, wantN)
+	}
+
+	// A range query: series.
+	out = &jsonSender{t: t}
+	if err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli() - 60000, EndMs: now.UnixMilli(), StepMs: 30000, EncodeJSON: true}, out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.samples) != 0 || out.series != n+1 {
+		t.Errorf("range query: %d JSON batches and %d series, want 0 and %d", len(out.samples), out.series, n+1)
+	}
+}
+
+// TestJSONSamplesMalformed: the decoder refuses a JSON-samples message it
+// cannot take whole.
+func TestJSONSamplesMalformed(t *testing.T) {
+	good := (&jsonSamples{json: []byte(`{"metric":{},"value":[1,"2"]}`), n: 1}).appendTo(nil)
+	var r Response
+	if err := r.Unmarshal(good); err != nil || string(r.JSON) != `{"metric":{},"value":[1,"2"]}` || r.Samples != 1 {
+		t.Fatalf("good message: %v, %q, %d", err, r.JSON, r.Samples)
+	}
+	for name, b := range map[string][]byte{
+		"truncated":     good[:len(good)-5],
+		"unknown field": protowire.AppendVarint(protowire.AppendTag(append([]byte{}, good...), 7, protowire.VarintType), 1),
+		"count only":    protowire.AppendVarint(protowire.AppendTag(protowire.AppendTag(nil, fieldJSONSamples, protowire.VarintType), fieldJSONCount, protowire.VarintType), 1),
+	} {
+		if err := r.Unmarshal(b); err == nil {
+			t.Errorf("%s: decoded as %q", name, r.JSON)
+		}
+	}
+}
