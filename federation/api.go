@@ -53,7 +53,7 @@ func (f *Federator) newAPI(reg prometheus.Registerer, gatherer prometheus.Gather
 	}
 	cfg := config.DefaultConfig
 	cfg.GlobalConfig.ExternalLabels = f.opts.ExternalLabels
-	return apiv1.NewAPI(f.engine, f.queryable, nil, noExemplars{},
+	api := apiv1.NewAPI(f.engine, f.queryable, nil, noExemplars{},
 		func(context.Context) apiv1.ScrapePoolsRetriever { return noTargets{} },
 		func(context.Context) apiv1.TargetRetriever { return noTargets{} },
 		func(context.Context) apiv1.AlertmanagerRetriever { return noTargets{} },
@@ -88,6 +88,10 @@ func (f *Federator) newAPI(reg prometheus.Registerer, gatherer prometheus.Gather
 		nil,
 		nil,
 	)
+	// Prometheus' JSON, with encoded answers spliced in (encoded.go).
+	api.ClearCodecs()
+	api.InstallCodec(encodedCodec{})
+	return api
 }
 
 // whenReady answers 503 until every endpoint has been asked once, as

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"github.com/thanos-io/thanos/pkg/store/storepb/prompb"
 
@@ -103,6 +104,46 @@ func init() {
 		}
 		v.writeTo(stream)
 	}, func(unsafe.Pointer) bool { return false })
+}
+
+// encodedCodec is Prometheus' JSON codec, which writes an encoded
+// vector's pieces once, straight into the answer: jsoniter would write
+// them into its buffer and then copy the whole answer out of it.
+type encodedCodec struct{ apiv1.JSONCodec }
+
+// resultKey is where the vector goes in the JSON of a query's answer:
+// "result" is the first key of this shape in it (a string holding it
+// would escape its quotes).
+var resultKey = []byte(`"result":[]`)
+
+func (c encodedCodec) Encode(resp *apiv1.Response) ([]byte, error) {
+	qd, ok := resp.Data.(*apiv1.QueryData)
+	if !ok {
+		return c.JSONCodec.Encode(resp)
+	}
+	v, ok := qd.Result.(encodedVector)
+	if !ok {
+		return c.JSONCodec.Encode(resp)
+	}
+	// The answer around an empty vector, then the vector put in.
+	data := *qd
+	data.Result = encodedVector{}
+	shell := *resp
+	shell.Data = &data
+	b, err := c.JSONCodec.Encode(&shell)
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.Index(b, resultKey)
+	if i < 0 {
+		return nil, fmt.Errorf("no %s in the encoding of an answer", resultKey)
+	}
+	i += len(resultKey) - 2 // at the [
+	out := bytes.NewBuffer(make([]byte, 0, len(b)+v.size()))
+	out.Write(b[:i])
+	v.writeTo(out)
+	out.Write(b[i+2:])
+	return out.Bytes(), nil
 }
 
 // errNotEncodable: a leaf's answer is not one sample per series at the

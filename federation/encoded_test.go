@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
+	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	thanosprompb "github.com/thanos-io/thanos/pkg/store/storepb/prompb"
 )
@@ -206,5 +207,31 @@ func TestEncodeSamples(t *testing.T) {
 	}
 	if b, _ := (encodedVector{}).MarshalJSON(); string(b) != `[]` {
 		t.Errorf("empty: %s", b)
+	}
+}
+
+// TestEncodedCodec: the API's answer with an encoded vector spliced in is
+// byte for byte what Prometheus' JSON codec writes for it, warnings and
+// infos included; other answers are the codec's own.
+func TestEncodedCodec(t *testing.T) {
+	v := encodedVector{parts: [][]byte{[]byte(`{"metric":{"a":"\"result\":[]"},"value":[1,"2"]}`), nil, []byte(`{"metric":{},"value":[1,"3"]}`)}, samples: 2}
+	for _, resp := range []*apiv1.Response{
+		{Status: "success", Data: &apiv1.QueryData{ResultType: v.Type(), Result: v}},
+		{Status: "success", Data: &apiv1.QueryData{ResultType: v.Type(), Result: v}, Warnings: []string{`"result":[] in a warning`}, Infos: []string{"i"}},
+		{Status: "success", Data: &apiv1.QueryData{ResultType: v.Type(), Result: encodedVector{}}},
+		{Status: "success", Data: []string{"a", "b"}},
+		{Status: "error", ErrorType: "bad_data", Error: "no"},
+	} {
+		want, err := apiv1.JSONCodec{}.Encode(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := encodedCodec{}.Encode(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("got\n%s\nwant\n%s", got, want)
+		}
 	}
 }

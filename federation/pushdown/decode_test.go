@@ -13,6 +13,7 @@ import (
 	"github.com/thanos-io/thanos/pkg/api/query/querypb"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"github.com/thanos-io/thanos/pkg/store/storepb/prompb"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 func marshalResponse(t testing.TB, r *querypb.QueryResponse) []byte {
@@ -106,8 +107,10 @@ func TestResponseDecodeMatchesGogo(t *testing.T) {
 
 // FuzzResponseUnmarshal: whatever bytes arrive, the federator's decoding
 // fails exactly when querypb's Unmarshal fails, and otherwise gives the
-// same message.
+// same message; a message of JSON samples (which starts with their field,
+// unknown to querypb) decodes to samples that encode back to the same.
 func FuzzResponseUnmarshal(f *testing.F) {
+	f.Add((&jsonSamples{json: []byte(`{"metric":{},"value":[1,"2"]}`), n: 1}).appendTo(nil))
 	f.Add(marshalResponse(f, batchResponse(testSeries(3, 2))))
 	h := testSeries(1, 1)
 	h[0].Histograms = []prompb.Histogram{prompb.FloatHistogramToHistogramProto(5, &histogram.FloatHistogram{Count: 3, Sum: 1, PositiveSpans: []histogram.Span{{Length: 1}}, PositiveBuckets: []float64{3}})}
@@ -116,6 +119,20 @@ func FuzzResponseUnmarshal(f *testing.F) {
 	f.Add([]byte{0x22, 0x00})
 	f.Add([]byte{0x22, 0x02, 0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if num, _, _ := protowire.ConsumeTag(b); num == fieldJSONSamples {
+			var got Response
+			if err := got.Unmarshal(b); err != nil {
+				return
+			}
+			if got.JSON == nil || got.GetResult() != nil {
+				t.Fatalf("JSON samples decoded to %q and %v", got.JSON, got.GetResult())
+			}
+			var back Response
+			if err := back.Unmarshal((&jsonSamples{json: got.JSON, n: got.Samples}).appendTo(nil)); err != nil || !bytes.Equal(back.JSON, got.JSON) || back.Samples != got.Samples {
+				t.Fatalf("encoded again: %v, %q (%d), want %q (%d)", err, back.JSON, back.Samples, got.JSON, got.Samples)
+			}
+			return
+		}
 		var want querypb.QueryResponse
 		wantErr := want.Unmarshal(b)
 		var got Response
