@@ -6,12 +6,8 @@ import (
 	"math"
 	"strconv"
 	"testing"
-	"time"
 
-	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/promql"
-	"github.com/prometheus/prometheus/storage"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/thanos/pkg/api/query/querypb"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -56,26 +52,17 @@ func (s *jsonSender) SendJSON(b []byte, n int) error {
 // engine counts them; the batches joined are the API's vector. A range
 // query's answer is series whatever is asked.
 func TestServerAnswersJSON(t *testing.T) {
-	db, app, now := openTestDB(t)
 	const n = batchSize + 7
-	for i := range n {
-		v := float64(i) + 0.5
+	s, h, now := vectorServer(t, n, func(i int) labels.Labels {
+		return labels.FromStrings("__name__", "x", "i", strconv.Itoa(i), "q", `a"<b>`)
+	}, func(i int) float64 {
 		if i == 3 {
-			v = math.NaN()
+			return math.NaN()
 		}
-		if _, err := app.Append(0, labels.FromStrings("__name__", "x", "i", strconv.Itoa(i), "q", `a"<b>`), now.UnixMilli(), v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h := &histogram.Histogram{Count: 5, Sum: 2.5, Schema: 0, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{2, 1}}
-	if _, err := app.AppendHistogram(0, labels.FromStrings("__name__", "x", "i", "h"), now.UnixMilli(), h, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
-	s := &Server{Engine: engine, Queryable: func(ctx context.Context, _ *Request) (context.Context, storage.Queryable) { return ctx, db }}
+		return float64(i) + 0.5
+	})
+	engine := s.Engine
+	_, db := s.Queryable(context.Background(), nil)
 	out := &jsonSender{t: t}
 	if err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli(), EncodeJSON: true}, out); err != nil {
 		t.Fatal(err)

@@ -80,22 +80,10 @@ func TestServerMaxSamples(t *testing.T) {
 // evaluated, float and native-histogram series alike, in batches of at
 // most batchSize series, and decodes on the federator's side to the same.
 func TestServerAnswersVector(t *testing.T) {
-	db, app, now := openTestDB(t)
 	const n = batchSize + 7
-	for i := range n {
-		if _, err := app.Append(0, labels.FromStrings("__name__", "x", "i", strconv.Itoa(i)), now.UnixMilli(), float64(i)+0.5); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h := &histogram.Histogram{Count: 5, Sum: 2.5, Schema: 0, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{2, 1}}
-	if _, err := app.AppendHistogram(0, labels.FromStrings("__name__", "x", "i", "h"), now.UnixMilli(), h, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Engine: promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute}),
-		Queryable: func(ctx context.Context, _ *Request) (context.Context, storage.Queryable) { return ctx, db }}
+	s, h, now := vectorServer(t, n, func(i int) labels.Labels {
+		return labels.FromStrings("__name__", "x", "i", strconv.Itoa(i))
+	}, func(i int) float64 { return float64(i) + 0.5 })
 	got := map[string]string{}
 	batches := 0
 	err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli()}, SendFunc(func(r *querypb.QueryResponse) error {
@@ -142,6 +130,27 @@ func TestServerAnswersVector(t *testing.T) {
 	if want := h.ToFloat(nil).String() + "@" + strconv.FormatInt(now.UnixMilli(), 10); got[lset] != want {
 		t.Errorf("%s = %s, want %s", lset, got[lset], want)
 	}
+}
+
+// vectorServer is a leaf holding n float series, lset(i) = value(i), and
+// the native histogram h as x{i="h"}, all at now.
+func vectorServer(t *testing.T, n int, lset func(int) labels.Labels, value func(int) float64) (*Server, *histogram.Histogram, time.Time) {
+	t.Helper()
+	db, app, now := openTestDB(t)
+	for i := range n {
+		if _, err := app.Append(0, lset(i), now.UnixMilli(), value(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &histogram.Histogram{Count: 5, Sum: 2.5, Schema: 0, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{2, 1}}
+	if _, err := app.AppendHistogram(0, labels.FromStrings("__name__", "x", "i", "h"), now.UnixMilli(), h, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return &Server{Engine: promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute}),
+		Queryable: func(ctx context.Context, _ *Request) (context.Context, storage.Queryable) { return ctx, db }}, h, now
 }
 
 // openTestDB opens a TSDB for a test, closed at its end, with an appender
