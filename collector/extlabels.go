@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"math"
 	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -45,6 +46,61 @@ func (q *externalLabelsQueryable) ChunkQuerier(mint, maxt int64) (storage.ChunkQ
 		return nil, err
 	}
 	return &externalLabelsChunkQuerier{ChunkQuerier: inner, extLabeler: q.labeler()}, nil
+}
+
+// unattached serves the same series as q without the external labels, for
+// a caller that adds them itself (a push-down leaf's partial sums, which
+// then copy no series' labels to attach them): matchers on external label
+// names are decided against the external values. It is not ok when some
+// stored series carries an external label name itself: attaching then
+// decides which value wins, and may merge series.
+func (q *externalLabelsQueryable) unattached(ctx context.Context) (storage.Queryable, bool) {
+	if q.ext.IsEmpty() {
+		return q.SampleAndChunkQueryable, true
+	}
+	lq, err := q.SampleAndChunkQueryable.Querier(math.MinInt64, math.MaxInt64)
+	if err != nil {
+		return nil, false
+	}
+	defer lq.Close()
+	e := q.labeler()
+	if e.mayCollide(ctx, lq) {
+		return nil, false
+	}
+	return unattachedQueryable{Queryable: q.SampleAndChunkQueryable, e: e}, true
+}
+
+type unattachedQueryable struct {
+	storage.Queryable
+	e extLabeler
+}
+
+func (u unattachedQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
+	q, err := u.Queryable.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	return unattachedQuerier{Querier: q, e: u.e}, nil
+}
+
+type unattachedQuerier struct {
+	storage.Querier
+	e extLabeler
+}
+
+func (u unattachedQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	inner, outer := u.e.split(ms)
+	for _, m := range outer {
+		if !m.Matches(u.e.ext.Get(m.Name)) {
+			return storage.EmptySeriesSet()
+		}
+	}
+	if len(inner) == 0 {
+		// As selectAttached: the storage refuses a selection without a
+		// matcher.
+		inner = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
+	}
+	return u.Querier.Select(ctx, sortSeries, hints, inner...)
 }
 
 func (q *externalLabelsQueryable) labeler() extLabeler {

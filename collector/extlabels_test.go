@@ -157,3 +157,50 @@ func TestExternalLabelsMergeIdenticalSeries(t *testing.T) {
 		}
 	}
 }
+
+// TestUnattached: without the external labels attached, the same series
+// are selected (matchers on external label names decided against their
+// values), and none is offered once a stored series has such a label.
+func TestUnattached(t *testing.T) {
+	m := func(t labels.MatchType, n, v string) *labels.Matcher { return labels.MustNewMatcher(t, n, v) }
+	db := openTestDB(t,
+		labels.FromStrings("__name__", "up", "job", "a"),
+		labels.FromStrings("__name__", "up", "job", "b"),
+		labels.FromStrings("__name__", "x", "job", "a"),
+	)
+	eq := newExternalLabelsQueryable(db, labels.FromStrings("cluster", "east", "zone", "z"))
+	uq, ok := eq.unattached(context.Background())
+	if !ok {
+		t.Fatal("no stored series has cluster or zone, yet not offered")
+	}
+	q, err := uq.Querier(0, 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for _, tc := range []struct {
+		ms   []*labels.Matcher
+		want []string
+	}{
+		{[]*labels.Matcher{m(labels.MatchEqual, "__name__", "up")}, []string{`{__name__="up", job="a"}`, `{__name__="up", job="b"}`}},
+		{[]*labels.Matcher{m(labels.MatchEqual, "__name__", "up"), m(labels.MatchEqual, "cluster", "east")}, []string{`{__name__="up", job="a"}`, `{__name__="up", job="b"}`}},
+		{[]*labels.Matcher{m(labels.MatchEqual, "__name__", "up"), m(labels.MatchRegexp, "zone", "z|y"), m(labels.MatchEqual, "job", "b")}, []string{`{__name__="up", job="b"}`}},
+		{[]*labels.Matcher{m(labels.MatchEqual, "__name__", "up"), m(labels.MatchEqual, "cluster", "west")}, nil},
+		{[]*labels.Matcher{m(labels.MatchEqual, "__name__", "up"), m(labels.MatchEqual, "cluster", "")}, nil},
+		// Only matchers on external labels: every series they let through.
+		{[]*labels.Matcher{m(labels.MatchEqual, "cluster", "east")}, []string{`{__name__="up", job="a"}`, `{__name__="up", job="b"}`, `{__name__="x", job="a"}`}},
+	} {
+		got := selectAll(t, q, true, tc.ms...)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%v: %v, want %v", tc.ms, got, tc.want)
+		}
+	}
+
+	collides := newExternalLabelsQueryable(openTestDB(t,
+		labels.FromStrings("__name__", "up", "job", "a"),
+		labels.FromStrings("__name__", "up", "job", "b", "zone", "own"),
+	), labels.FromStrings("cluster", "east", "zone", "z"))
+	if _, ok := collides.unattached(context.Background()); ok {
+		t.Error("a stored series has zone, yet unattached is offered")
+	}
+}

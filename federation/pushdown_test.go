@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"net/url"
 	"sort"
 	"strconv"
 	"testing"
@@ -272,6 +273,67 @@ func TestPushDownEngineInProcess(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(push.f.engine.outcomes.WithLabelValues("pushed")); v < 6 {
 		t.Errorf("%v expressions pushed down, want every query's", v)
+	}
+	if v := testutil.ToFloat64(push.f.engine.outcomes.WithLabelValues("fallback")); v != 0 {
+		t.Errorf("%v expressions fell back to pulling", v)
+	}
+}
+
+// TestPushDownStoredExternalLabel: where a collector stores series with
+// a label of its external label's name (their own value wins, and a series
+// may merge with another when the external label is attached), pushed-down
+// sums equal pulled ones; elsewhere the leaf sums without attaching.
+func TestPushDownStoredExternalLabel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two collectors and two federators")
+	}
+	var addrs []string
+	for i, cluster := range []string{"east", "west"} {
+		rc := startCollector(t, cluster)
+		w := workload(float64(i + 1))
+		if cluster == "east" {
+			own := func(lset labels.Labels, v string) labels.Labels {
+				return labels.NewBuilder(lset).Set("cluster", v).Labels()
+			}
+			var extra []testSeries
+			for _, s := range w {
+				switch s.lset.Get("code") {
+				case "200":
+					// Its own value.
+					extra = append(extra, testSeries{lset: own(s.lset, "elsewhere"), samples: s.samples})
+				case "500":
+					// The same series once east is attached.
+					extra = append(extra, testSeries{lset: own(s.lset, "east"), samples: s.samples})
+				}
+			}
+			w = append(w, extra...)
+		}
+		rc.write(t, w)
+		addrs = append(addrs, rc.c.GRPCAddr())
+	}
+	push := startFederator(t, testOptions(addrs...))
+	pullOpts := testOptions(addrs...)
+	pullOpts.PushDown = false
+	pull := startFederator(t, pullOpts)
+	for _, q := range []string{
+		`sum by (cluster) (http_requests_total)`,
+		`sum by (cluster, code) (rate(http_requests_total[5m]))`,
+		`sum without (instance) (rate(http_requests_total[5m]))`,
+		`sum(http_requests_total)`,
+		`avg by (cluster) (http_requests_total)`,
+		`count by (cluster) (http_requests_total)`,
+	} {
+		for _, params := range []url.Values{instant(q), rangeQ(q)} {
+			path := "/api/v1/query"
+			if params.Has("step") {
+				path = "/api/v1/query_range"
+			}
+			got, want := get(t, push.url, path, params), get(t, pull.url, path, params)
+			mustSucceed(t, q, got)
+			if normalized(got.Data) != normalized(want.Data) || len(want.result(t).Result) == 0 {
+				t.Errorf("%s %s: pushed down\n%s\npulled\n%s", path, q, normalized(got.Data), normalized(want.Data))
+			}
+		}
 	}
 	if v := testutil.ToFloat64(push.f.engine.outcomes.WithLabelValues("fallback")); v != 0 {
 		t.Errorf("%v expressions fell back to pulling", v)

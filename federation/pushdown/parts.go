@@ -53,7 +53,12 @@ type partGroup struct {
 // name, whatever the order the leaf's storage gave) by group and step,
 // exactly as Prometheus' sum and avg accumulate; groups are told apart by
 // the hash of their labels, as Prometheus' aggregation does.
-func partialSums(v parser.Value, grouping []string, without bool) ([]*prompb.TimeSeries, error) {
+//
+// ext are labels every series of v carries without having them in v (a
+// leaf's external labels, not attached): no series of v has a label of
+// their names. They take their place in the order and in the groups as if
+// attached.
+func partialSums(v parser.Value, grouping []string, without bool, ext labels.Labels) ([]*prompb.TimeSeries, error) {
 	var (
 		metrics []labels.Labels
 		floats  [][]promql.FPoint
@@ -89,7 +94,14 @@ func partialSums(v parser.Value, grouping []string, without bool) ([]*prompb.Tim
 		buf   = make([]byte, 0, 1024)
 		b     = labels.NewBuilder(labels.EmptyLabels())
 	)
-	for _, i := range labelsort.Order(len(metrics), func(i int) labels.Labels { return metrics[i] }) {
+	// The external labels a group keeps.
+	var extKept []labels.Label
+	ext.Range(func(l labels.Label) {
+		if slices.Contains(grouping, l.Name) != without {
+			extKept = append(extKept, l)
+		}
+	})
+	for _, i := range labelsort.OrderWith(len(metrics), func(i int) labels.Labels { return metrics[i] }, ext) {
 		var h uint64
 		if without {
 			h, buf = metrics[i].HashWithoutLabels(buf, sorted...)
@@ -104,6 +116,9 @@ func partialSums(v parser.Value, grouping []string, without bool) ([]*prompb.Tim
 				b.Del(labels.MetricName)
 			} else {
 				b.Keep(grouping...)
+			}
+			for _, l := range extKept {
+				b.Set(l.Name, l.Value)
 			}
 			g = &partGroup{lset: b.Labels(), states: map[int64]*partState{}}
 			groups[h] = g

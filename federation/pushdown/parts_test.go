@@ -2,6 +2,11 @@ package pushdown
 
 import (
 	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/histogram"
@@ -27,7 +32,7 @@ func TestPartialSums(t *testing.T) {
 	}
 	parts := func(grouping []string, without bool) map[string][]float64 {
 		t.Helper()
-		out, err := partialSums(m, grouping, without)
+		out, err := partialSums(m, grouping, without, labels.EmptyLabels())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,7 +83,58 @@ func TestPartialSums(t *testing.T) {
 	}
 
 	h := promql.Matrix{{Metric: labels.FromStrings("__name__", "h"), Histograms: []promql.HPoint{{T: 0, H: &histogram.FloatHistogram{Count: 1}}}}}
-	if _, err := partialSums(h, nil, false); !errors.Is(err, ErrNotSummable) {
+	if _, err := partialSums(h, nil, false, labels.EmptyLabels()); !errors.Is(err, ErrNotSummable) {
 		t.Errorf("native histograms: %v, want ErrNotSummable", err)
+	}
+}
+
+// TestPartialSumsUnattached: with the external labels given apart, the
+// partial sums are those of the series with the labels attached: the same
+// groups, labels, order of summation and so rounding.
+func TestPartialSumsUnattached(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	ext := labels.FromStrings("cluster", "east", "zone", "z1")
+	for trial := range 200 {
+		var plain, attached promql.Matrix
+		for range 1 + rng.IntN(30) {
+			// Names around the external ones, so that attaching them
+			// changes the order of some sets.
+			b := labels.NewBuilder(labels.FromStrings("__name__", "x"))
+			for _, n := range []string{"a", "code", "d", "job", "zz"} {
+				if rng.IntN(3) > 0 {
+					b.Set(n, strconv.Itoa(rng.IntN(3)))
+				}
+			}
+			lset := b.Labels()
+			if slices.ContainsFunc(plain, func(s promql.Series) bool { return labels.Equal(s.Metric, lset) }) {
+				continue
+			}
+			var pts []promql.FPoint
+			for step := range 3 {
+				if rng.IntN(4) > 0 {
+					// Magnitudes far apart: the order of summation shows.
+					pts = append(pts, promql.FPoint{T: int64(step) * 1000, F: rng.Float64() * math.Pow(10, float64(rng.IntN(32)-16))})
+				}
+			}
+			plain = append(plain, promql.Series{Metric: lset, Floats: pts})
+			attached = append(attached, promql.Series{Metric: labelpb.ExtendSortedLabels(lset, ext), Floats: pts})
+		}
+		for _, g := range []struct {
+			grouping []string
+			without  bool
+		}{{nil, false}, {[]string{"job"}, false}, {[]string{"cluster", "code"}, false}, {[]string{"zone"}, false},
+			{[]string{"a"}, true}, {[]string{"cluster"}, true}, {nil, true}} {
+			got, err := partialSums(plain, g.grouping, g.without, ext)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := partialSums(attached, g.grouping, g.without, labels.EmptyLabels())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("trial %d, %v without %v:\n%v\nwant\n%v", trial, g.grouping, g.without, got, want)
+			}
+		}
 	}
 }

@@ -31,6 +31,13 @@ type Server struct {
 	// req (for a collector: with its external labels, without the replica
 	// labels when req.Dedup), and the context to evaluate under.
 	Queryable func(ctx context.Context, req *Request) (context.Context, storage.Queryable)
+	// Unattached, when not nil, may give for a Parts request the same
+	// series as Queryable without the leaf's external labels attached,
+	// and those labels (ok true): the partial sums add them to each group
+	// instead of the storage copying every series' labels to attach them.
+	// It must answer ok only when no stored series has a label of their
+	// names, and apply matchers on those names against their values.
+	Unattached func(ctx context.Context, req *Request) (q storage.Queryable, ext labels.Labels, ok bool)
 }
 
 // batchSize is how many series go in one response message.
@@ -39,6 +46,12 @@ const batchSize = 256
 // Eval implements Evaluator.
 func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	ctx, q := s.Queryable(ctx, req)
+	ext := labels.EmptyLabels()
+	if req.Parts && s.Unattached != nil {
+		if uq, l, ok := s.Unattached(ctx, req); ok {
+			q, ext = uq, l
+		}
+	}
 	// The smaller of the leaf's limit and the requester's.
 	// requested: the limit in force is the requester's.
 	engine, requested := s.Engine, false
@@ -89,7 +102,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 		}
 	}
 	if req.Parts {
-		parts, err := partialSums(res.Value, req.PartsGrouping, req.PartsWithout)
+		parts, err := partialSums(res.Value, req.PartsGrouping, req.PartsWithout, ext)
 		if errors.Is(err, ErrNotSummable) {
 			return status.Error(codes.FailedPrecondition, err.Error())
 		}

@@ -18,7 +18,20 @@ import (
 // tens of thousands of series with labels.Compare was a fifth of a
 // push-down leaf's CPU for a sum.
 func Order(n int, at func(int) labels.Labels) []int {
-	size := 0
+	return OrderWith(n, at, labels.EmptyLabels())
+}
+
+// OrderWith is Order of the label sets at(i) with the labels of extra
+// added to each, without making those sets: no set may have a label of a
+// name in extra.
+func OrderWith(n int, at func(int) labels.Labels, extra labels.Labels) []int {
+	var ext []labels.Label
+	extraSize := 0
+	extra.Range(func(l labels.Label) {
+		ext = append(ext, l)
+		extraSize += len(l.Name) + len(l.Value) + 4
+	})
+	size := n * extraSize
 	for i := range n {
 		at(i).Range(func(l labels.Label) { size += len(l.Name) + len(l.Value) + 4 })
 	}
@@ -27,7 +40,7 @@ func Order(n int, at func(int) labels.Labels) []int {
 		ends = make([]int, n)
 	)
 	for i := range n {
-		buf = appendOrderKey(buf, at(i))
+		buf = appendMergedKey(buf, at(i), ext)
 		ends[i] = len(buf)
 	}
 	key := func(i int) []byte {
@@ -56,10 +69,25 @@ func Order(n int, at func(int) labels.Labels) []int {
 // 0x00 0x01. Keys then compare byte-wise as labels.Compare compares the
 // sets, including a set that is a prefix of another.
 func appendOrderKey(b []byte, lset labels.Labels) []byte {
+	return appendMergedKey(b, lset, nil)
+}
+
+// appendMergedKey is appendOrderKey of lset with the labels extra (sorted
+// by name) merged in by name.
+func appendMergedKey(b []byte, lset labels.Labels, extra []labels.Label) []byte {
 	lset.Range(func(l labels.Label) {
+		for len(extra) > 0 && extra[0].Name < l.Name {
+			b = appendOrderString(b, extra[0].Name)
+			b = appendOrderString(b, extra[0].Value)
+			extra = extra[1:]
+		}
 		b = appendOrderString(b, l.Name)
 		b = appendOrderString(b, l.Value)
 	})
+	for _, l := range extra {
+		b = appendOrderString(b, l.Name)
+		b = appendOrderString(b, l.Value)
+	}
 	return b
 }
 

@@ -94,3 +94,45 @@ func BenchmarkOrder(b *testing.B) {
 		}
 	})
 }
+
+// OrderWith orders as Order does the sets with the extra labels added.
+func TestOrderWith(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	names := []string{"", "a", "b", "cluster", "d", "\x00", "zz"}
+	values := []string{"", "x", "y", "\x00", "\xff"}
+	for trial := range 300 {
+		// The extra labels take some names; the sets use the others.
+		var extra []labels.Label
+		own := map[string]bool{}
+		for _, n := range names {
+			switch rng.IntN(4) {
+			case 0:
+				extra = append(extra, labels.Label{Name: n, Value: values[rng.IntN(len(values))]})
+			default:
+				own[n] = true
+			}
+		}
+		var ownNames []string
+		for _, n := range names {
+			if own[n] {
+				ownNames = append(ownNames, n)
+			}
+		}
+		var sets, merged []labels.Labels
+		for range rng.IntN(40) {
+			var ls []labels.Label
+			for _, n := range ownNames {
+				if rng.IntN(2) == 0 {
+					ls = append(ls, labels.Label{Name: n, Value: values[rng.IntN(len(values))]})
+				}
+			}
+			sets = append(sets, labels.New(ls...))
+			merged = append(merged, labels.New(append(ls, extra...)...))
+		}
+		got := OrderWith(len(sets), func(i int) labels.Labels { return sets[i] }, labels.New(extra...))
+		want := Order(len(merged), func(i int) labels.Labels { return merged[i] })
+		if !slices.Equal(got, want) {
+			t.Fatalf("trial %d, extra %v: %v, want %v", trial, extra, got, want)
+		}
+	}
+}
