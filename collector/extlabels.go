@@ -49,9 +49,10 @@ func (q *externalLabelsQueryable) ChunkQuerier(mint, maxt int64) (storage.ChunkQ
 }
 
 // unattached serves the same series as q without the external labels, for
-// a caller that adds them itself (a push-down leaf's partial sums, which
-// then copy no series' labels to attach them): matchers on external label
-// names are decided against the external values. It is not ok when some
+// a caller that adds them itself (a push-down leaf's partial sums and
+// topk, which then copy no series' labels to attach them): matchers on
+// external label names are decided against the external values, and
+// sorted selections come in the order of the attached labels. It is not ok when some
 // stored series carries an external label name itself: attaching then
 // decides which value wins, and may merge series.
 func (q *externalLabelsQueryable) unattached(ctx context.Context) (storage.Queryable, bool) {
@@ -100,7 +101,21 @@ func (u unattachedQuerier) Select(ctx context.Context, sortSeries bool, hints *s
 		// matcher.
 		inner = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
 	}
-	return u.Querier.Select(ctx, sortSeries, hints, inner...)
+	if !sortSeries || u.e.ext.IsEmpty() {
+		return u.Querier.Select(ctx, sortSeries, hints, inner...)
+	}
+	// In the order of the series with the labels attached, which the
+	// caller's engine meets them in (topk breaks ties by it).
+	set := u.Querier.Select(ctx, false, hints, inner...)
+	var out []storage.Series
+	for set.Next() {
+		out = append(out, set.At())
+	}
+	sorted := make([]storage.Series, len(out))
+	for i, j := range labelsort.OrderWith(len(out), func(i int) labels.Labels { return out[i].Labels() }, u.e.ext) {
+		sorted[i] = out[j]
+	}
+	return &sliceSet[storage.Series]{series: sorted, i: -1, err: set.Err(), warnings: set.Warnings()}
 }
 
 func (q *externalLabelsQueryable) labeler() extLabeler {

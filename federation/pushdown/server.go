@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/thanos-io/thanos/pkg/api/query/querypb"
@@ -31,12 +32,14 @@ type Server struct {
 	// req (for a collector: with its external labels, without the replica
 	// labels when req.Dedup), and the context to evaluate under.
 	Queryable func(ctx context.Context, req *Request) (context.Context, storage.Queryable)
-	// Unattached, when not nil, may give for a Parts request the same
-	// series as Queryable without the leaf's external labels attached,
-	// and those labels (ok true): the partial sums add them to each group
+	// Unattached, when not nil, may give for a Parts request, or a topk
+	// or bottomk, the same series as Queryable without the leaf's
+	// external labels attached, and those labels (ok true): the partial
+	// sums add them to each group, and the winners of topk get them,
 	// instead of the storage copying every series' labels to attach them.
 	// It must answer ok only when no stored series has a label of their
-	// names, and apply matchers on those names against their values.
+	// names, apply matchers on those names against their values, and
+	// sort a sorted selection as if they were attached.
 	Unattached func(ctx context.Context, req *Request) (q storage.Queryable, ext labels.Labels, ok bool)
 }
 
@@ -47,7 +50,7 @@ const batchSize = 256
 func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	ctx, q := s.Queryable(ctx, req)
 	ext := labels.EmptyLabels()
-	if req.Parts && s.Unattached != nil {
+	if s.Unattached != nil && (req.Parts || keepsInputLabels(req.Query)) {
 		if uq, l, ok := s.Unattached(ctx, req); ok {
 			q, ext = uq, l
 		}
@@ -99,6 +102,19 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 		// position: "PromQL info: …", which the federator recognises.
 		if err := out.Send(querypb.NewQueryWarningsResponse(w)); err != nil {
 			return err
+		}
+	}
+	if !req.Parts && !ext.IsEmpty() {
+		// topk's winners, with the labels they would have had.
+		switch v := res.Value.(type) {
+		case promql.Vector:
+			for i := range v {
+				v[i].Metric = labelpb.ExtendSortedLabels(v[i].Metric, ext)
+			}
+		case promql.Matrix:
+			for i := range v {
+				v[i].Metric = labelpb.ExtendSortedLabels(v[i].Metric, ext)
+			}
 		}
 	}
 	if req.Parts {
@@ -180,6 +196,63 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 		return status.Errorf(codes.InvalidArgument, "push-down answers vectors, and %q is a %s", req.Query, res.Value.Type())
 	}
 	return flush()
+}
+
+// keepsInputLabels tells whether query is a topk or bottomk (with a
+// number for k) of a selector, functions of each series, and arithmetic
+// and comparison with numbers: every series of its answer then has the
+// labels of a series of its input, some perhaps dropped (the metric name)
+// but none added, changed or read by name, so that labels which every
+// input series has can be added to the few winners instead of to every
+// input series. (For an expression of single series, as many series come
+// out as go in: nothing would be saved.)
+func keepsInputLabels(query string) bool {
+	e, err := parser.ParseExpr(query)
+	if err != nil {
+		return false
+	}
+	a, ok := unparenExpr(e).(*parser.AggregateExpr)
+	if !ok || (a.Op != parser.TOPK && a.Op != parser.BOTTOMK) {
+		return false
+	}
+	if _, ok := unparenExpr(a.Param).(*parser.NumberLiteral); !ok {
+		return false
+	}
+	keeps := true
+	parser.Inspect(a.Expr, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.VectorSelector, *parser.MatrixSelector, *parser.NumberLiteral, *parser.ParenExpr, *parser.SubqueryExpr, *parser.StepInvariantExpr, parser.Expressions:
+		case *parser.UnaryExpr, nil:
+		case *parser.BinaryExpr:
+			// Between a vector and a number only.
+			_, l := unparenExpr(n.LHS).(*parser.NumberLiteral)
+			_, r := unparenExpr(n.RHS).(*parser.NumberLiteral)
+			keeps = keeps && (l || r)
+		case *parser.Call:
+			keeps = keeps && !readsLabels[n.Func.Name] && n.Func.ReturnType == parser.ValueTypeVector
+		default:
+			keeps = false
+		}
+		return nil
+	})
+	return keeps
+}
+
+// readsLabels are the functions whose answer's labels are not their input
+// series' (or which read labels by name).
+var readsLabels = map[string]bool{
+	"label_replace": true, "label_join": true, "sort_by_label": true, "sort_by_label_desc": true,
+	"absent": true, "absent_over_time": true, "vector": true, "info": true,
+}
+
+func unparenExpr(e parser.Expr) parser.Expr {
+	for {
+		p, ok := e.(*parser.ParenExpr)
+		if !ok {
+			return e
+		}
+		e = p.Expr
+	}
 }
 
 // IsTooManySamples tells whether err, from Call, is a leaf's refusal to

@@ -164,3 +164,26 @@ func openTestDB(t *testing.T) (*tsdb.DB, storage.Appender, time.Time) {
 	t.Cleanup(func() { db.Close() })
 	return db, db.Appender(context.Background()), time.Now().Truncate(time.Minute)
 }
+
+func TestKeepsInputLabels(t *testing.T) {
+	for q, want := range map[string]bool{
+		`topk(10, rate(x[5m]))`:                                   true,
+		`(bottomk(1, (x > 5) * 2))`:                               true,
+		`topk by (job) (3, histogram_quantile(0.9, rate(h[5m])))`: true,
+		`topk(1, abs(x offset 5m @ 100))`:                         true,
+		`topk(1, max_over_time(x[10m:1m]))`:                       true,
+		`x`:                                                       false,
+		`sum(x)`:                                                  false,
+		`topk(scalar(y), x)`:                                      false,
+		`topk(1, label_replace(x, "a", "b", "c", "d"))`:           false,
+		`topk(1, x / y)`:                                          false,
+		`topk(1, sum by (job) (x))`:                               false,
+		`topk(1, vector(1))`:                                      false,
+		`topk(1, absent(x))`:                                      false,
+		`not a query (`:                                           false,
+	} {
+		if got := keepsInputLabels(q); got != want {
+			t.Errorf("%s: %v, want %v", q, got, want)
+		}
+	}
+}
