@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	jsoniter "github.com/json-iterator/go"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -169,5 +170,5 @@ func encodeSamples(series []*prompb.TimeSeries, t int64) ([]byte, int, error) {
 			return nil, 0, errNotEncodable
 		}
 	}
-	return pushdown.AppendVectorJSON(nil, vec)
+	return pushdown.AppendVectorJSON(nil, vec, labels.EmptyLabels())
 }

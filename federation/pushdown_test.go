@@ -322,6 +322,9 @@ func TestPushDownStoredExternalLabel(t *testing.T) {
 		`sum(http_requests_total)`,
 		`avg by (cluster) (http_requests_total)`,
 		`count by (cluster) (http_requests_total)`,
+		`http_requests_total`,
+		`rate(http_requests_total{cluster="east"}[5m])`,
+		`topk(3, http_requests_total)`,
 	} {
 		for _, params := range []url.Values{instant(q), rangeQ(q)} {
 			path := "/api/v1/query"

@@ -1,28 +1,30 @@
 package pushdown
 
 import (
-	"fmt"
-
 	jsoniter "github.com/json-iterator/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
-
-	// Registers Prometheus' JSON encoders of promql.Vector and the types
-	// in it with jsoniter, which AppendVectorJSON relies on.
-	_ "github.com/prometheus/prometheus/web/api/v1"
+	"github.com/prometheus/prometheus/util/jsonutil"
 )
 
 // AppendVectorJSON appends to dst the samples of v as Prometheus' query API
-// encodes an instant vector's, with its own encoder, without the
-// surrounding brackets, and after a comma when dst is not empty. It
+// encodes an instant vector's, without the surrounding brackets, and after
+// a comma when dst is not empty; the labels of ext (whose names no sample
+// has) are written into every sample's metric as if it had them. It
 // returns them with their count as the engine counts samples against
 // --query.max-samples (a native histogram by its size).
-func AppendVectorJSON(dst []byte, v promql.Vector) ([]byte, int, error) {
+func AppendVectorJSON(dst []byte, v promql.Vector, ext labels.Labels) ([]byte, int, error) {
 	if len(v) == 0 {
 		return dst, 0, nil
 	}
+	var extList []labels.Label
+	extSize := 0
+	ext.Range(func(l labels.Label) {
+		extList = append(extList, l)
+		extSize += len(l.Name) + len(l.Value) + 6
+	})
 	n := 0
-	size := 2 // [ ]
+	size := len(dst) + 1
 	for _, s := range v {
 		if s.H != nil {
 			n += (s.H.Size() + 8) / 16
@@ -31,23 +33,68 @@ func AppendVectorJSON(dst []byte, v promql.Vector) ([]byte, int, error) {
 		}
 		// A guess, to allocate once: the labels and their quotes, and a
 		// value.
-		size += 48
+		size += 48 + extSize
 		s.Metric.Range(func(l labels.Label) { size += len(l.Name) + len(l.Value) + 6 })
 	}
 	stream := jsoniter.NewStream(jsoniter.ConfigCompatibleWithStandardLibrary, nil, 0)
-	stream.SetBuffer(make([]byte, 0, size))
-	stream.WriteVal(v)
+	stream.SetBuffer(append(make([]byte, 0, size), dst...))
+	if len(dst) > 0 {
+		stream.WriteMore()
+	}
+	for i, s := range v {
+		if i > 0 {
+			stream.WriteMore()
+		}
+		writeSampleJSON(stream, s, extList)
+	}
 	if stream.Error != nil {
 		return dst, 0, stream.Error
 	}
-	out := stream.Buffer()
-	if len(out) < 2 || out[0] != '[' || out[len(out)-1] != ']' {
-		return dst, 0, fmt.Errorf("encoding a vector gave %.20q…", out)
+	return stream.Buffer(), n, nil
+}
+
+// writeSampleJSON is Prometheus' marshalSampleJSON (web/api/v1) with the
+// labels extra merged into the metric: TestAppendVectorJSON and
+// FuzzAppendVectorJSON hold it to Prometheus' own encoding.
+func writeSampleJSON(stream *jsoniter.Stream, s promql.Sample, extra []labels.Label) {
+	stream.WriteObjectStart()
+	stream.WriteObjectField(`metric`)
+	stream.WriteObjectStart()
+	first := true
+	label := func(name, value string) {
+		if !first {
+			stream.WriteMore()
+		}
+		first = false
+		stream.WriteString(name)
+		stream.WriteRaw(`:`)
+		stream.WriteString(value)
 	}
-	if len(dst) == 0 {
-		// The stream's own buffer, whole.
-		return out[1 : len(out)-1], n, nil
+	s.Metric.Range(func(l labels.Label) {
+		for len(extra) > 0 && extra[0].Name < l.Name {
+			label(extra[0].Name, extra[0].Value)
+			extra = extra[1:]
+		}
+		label(l.Name, l.Value)
+	})
+	for _, l := range extra {
+		label(l.Name, l.Value)
 	}
-	dst = append(dst, ',')
-	return append(dst, out[1:len(out)-1]...), n, nil
+	stream.WriteObjectEnd()
+	stream.WriteMore()
+	if s.H == nil {
+		stream.WriteObjectField(`value`)
+	} else {
+		stream.WriteObjectField(`histogram`)
+	}
+	stream.WriteArrayStart()
+	jsonutil.MarshalTimestamp(s.T, stream)
+	stream.WriteMore()
+	if s.H == nil {
+		jsonutil.MarshalFloat(s.F, stream)
+	} else {
+		jsonutil.MarshalHistogram(s.H, stream)
+	}
+	stream.WriteArrayEnd()
+	stream.WriteObjectEnd()
 }

@@ -7,7 +7,10 @@ import (
 	"strconv"
 	"testing"
 
+	jsoniter "github.com/json-iterator/go"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/thanos/pkg/api/query/querypb"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -131,4 +134,78 @@ func TestJSONSamplesMalformed(t *testing.T) {
 			t.Errorf("%s: decoded as %q", name, r.JSON)
 		}
 	}
+}
+
+// prometheusJSON is Prometheus' API encoding of v's samples, without the
+// brackets.
+func prometheusJSON(t testing.TB, v promql.Vector) string {
+	b, err := jsoniter.ConfigCompatibleWithStandardLibrary.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b[1 : len(b)-1])
+}
+
+// TestAppendVectorJSON: the samples with labels merged in are written as
+// Prometheus writes the samples with those labels.
+func TestAppendVectorJSON(t *testing.T) {
+	ext := labels.FromStrings("cluster", "<east>", "zone", "z\u2028")
+	v := promql.Vector{
+		{T: 1500, F: 2.5, Metric: labels.FromStrings("__name__", "x", "a", "1", "job", "é")},
+		{T: 1500, F: math.Inf(-1), Metric: labels.FromStrings("zz", "\x00")},
+		{T: 1500, F: math.NaN(), Metric: labels.EmptyLabels()},
+		{T: 1500, H: &histogram.FloatHistogram{Count: 3, Sum: 1, PositiveSpans: []histogram.Span{{Length: 1}}, PositiveBuckets: []float64{3}}, Metric: labels.FromStrings("b", "\"q\"")},
+	}
+	attached := make(promql.Vector, len(v))
+	for i, s := range v {
+		attached[i] = s
+		attached[i].Metric = labels.NewBuilder(s.Metric).Set("cluster", "<east>").Set("zone", "z\u2028").Labels()
+	}
+	got, n, err := AppendVectorJSON([]byte(`{"before":1}`), v, ext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"before":1},` + prometheusJSON(t, attached); string(got) != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	if want := 3 + (v[3].H.Size()+8)/16; n != want {
+		t.Errorf("counted %d samples, want %d", n, want)
+	}
+	if got, _, _ := AppendVectorJSON(nil, v, labels.EmptyLabels()); string(got) != prometheusJSON(t, v) {
+		t.Errorf("without labels to add:\n%s\nwant\n%s", got, prometheusJSON(t, v))
+	}
+}
+
+// FuzzAppendVectorJSON: whatever the labels and values, the encoding is
+// Prometheus' own of the samples with the external labels attached.
+func FuzzAppendVectorJSON(f *testing.F) {
+	f.Add("job", "a\"<>&\u2028", "cluster", "east", 1.5)
+	f.Add("", "\xff\xfe", "a", "\x00", math.Inf(1))
+	f.Fuzz(func(t *testing.T, name, value, extName, extValue string, x float64) {
+		// Stored labels have a name and a value; the external ones are
+		// not the series' own.
+		if name == "" || value == "" || extName == "" || extValue == "" || name == extName || extName == "__name__" {
+			return
+		}
+		ext := labels.FromStrings(extName, extValue)
+		v := promql.Vector{
+			{T: 1, F: x, Metric: labels.FromStrings(name, value)},
+			{T: -1000, F: -x, Metric: labels.FromStrings("__name__", value, name, extValue)},
+		}
+		if name == "__name__" {
+			v = v[:1]
+		}
+		attached := make(promql.Vector, len(v))
+		for i, s := range v {
+			attached[i] = s
+			attached[i].Metric = labels.NewBuilder(s.Metric).Set(extName, extValue).Labels()
+		}
+		got, _, err := AppendVectorJSON(nil, v, ext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := prometheusJSON(t, attached); string(got) != want {
+			t.Fatalf("got\n%s\nwant\n%s", got, want)
+		}
+	})
 }

@@ -50,9 +50,12 @@ const batchSize = 256
 func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	ctx, q := s.Queryable(ctx, req)
 	ext := labels.EmptyLabels()
-	if s.Unattached != nil && (req.Parts || keepsInputLabels(req.Query)) {
-		if uq, l, ok := s.Unattached(ctx, req); ok {
-			q, ext = uq, l
+	if s.Unattached != nil {
+		keeps, topk := keepsInputLabels(req.Query)
+		if req.Parts || topk || (keeps && req.EncodeJSON && req.StepMs == 0) {
+			if uq, l, ok := s.Unattached(ctx, req); ok {
+				q, ext = uq, l
+			}
 		}
 	}
 	// The smaller of the leaf's limit and the requester's.
@@ -104,8 +107,10 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 			return err
 		}
 	}
-	if !req.Parts && !ext.IsEmpty() {
-		// topk's winners, with the labels they would have had.
+	_, vector := res.Value.(promql.Vector)
+	if !req.Parts && !ext.IsEmpty() && !(vector && req.EncodeJSON) {
+		// topk's winners, with the labels they would have had (JSON
+		// gets them as it is written).
 		switch v := res.Value.(type) {
 		case promql.Vector:
 			for i := range v {
@@ -152,7 +157,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	case promql.Vector:
 		if req.EncodeJSON {
 			for start := 0; start < len(v); start += batchSize {
-				b, n, err := AppendVectorJSON(nil, v[start:min(start+batchSize, len(v))])
+				b, n, err := AppendVectorJSON(nil, v[start:min(start+batchSize, len(v))], ext)
 				if err != nil {
 					return status.Error(codes.Internal, err.Error())
 				}
@@ -198,28 +203,28 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	return flush()
 }
 
-// keepsInputLabels tells whether query is a topk or bottomk (with a
-// number for k) of a selector, functions of each series, and arithmetic
-// and comparison with numbers: every series of its answer then has the
+// keepsInputLabels tells whether every series of query's answer has the
 // labels of a series of its input, some perhaps dropped (the metric name)
-// but none added, changed or read by name, so that labels which every
-// input series has can be added to the few winners instead of to every
-// input series. (For an expression of single series, as many series come
-// out as go in: nothing would be saved.)
-func keepsInputLabels(query string) bool {
+// but none added, changed or read by name: a selector, functions of each
+// series, arithmetic and comparison with numbers, or topk or bottomk (with
+// a number for k) of those (topk). Labels that every input series has can
+// then be added to the answer instead: to the few winners of topk, or as
+// the answer is encoded as JSON; an expression of single series answered
+// as series would have as many copied as go in.
+func keepsInputLabels(query string) (keeps, topk bool) {
 	e, err := parser.ParseExpr(query)
 	if err != nil {
-		return false
+		return false, false
 	}
-	a, ok := unparenExpr(e).(*parser.AggregateExpr)
-	if !ok || (a.Op != parser.TOPK && a.Op != parser.BOTTOMK) {
-		return false
+	e = unparenExpr(e)
+	if a, ok := e.(*parser.AggregateExpr); ok && (a.Op == parser.TOPK || a.Op == parser.BOTTOMK) {
+		if _, ok := unparenExpr(a.Param).(*parser.NumberLiteral); !ok {
+			return false, false
+		}
+		e, topk = a.Expr, true
 	}
-	if _, ok := unparenExpr(a.Param).(*parser.NumberLiteral); !ok {
-		return false
-	}
-	keeps := true
-	parser.Inspect(a.Expr, func(n parser.Node, _ []parser.Node) error {
+	keeps = true
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
 		switch n := n.(type) {
 		case *parser.VectorSelector, *parser.MatrixSelector, *parser.NumberLiteral, *parser.ParenExpr, *parser.SubqueryExpr, *parser.StepInvariantExpr, parser.Expressions:
 		case *parser.UnaryExpr, nil:
@@ -235,7 +240,7 @@ func keepsInputLabels(query string) bool {
 		}
 		return nil
 	})
-	return keeps
+	return keeps, topk && keeps
 }
 
 // readsLabels are the functions whose answer's labels are not their input

@@ -166,24 +166,29 @@ func openTestDB(t *testing.T) (*tsdb.DB, storage.Appender, time.Time) {
 }
 
 func TestKeepsInputLabels(t *testing.T) {
-	for q, want := range map[string]bool{
-		`topk(10, rate(x[5m]))`:                                   true,
-		`(bottomk(1, (x > 5) * 2))`:                               true,
-		`topk by (job) (3, histogram_quantile(0.9, rate(h[5m])))`: true,
-		`topk(1, abs(x offset 5m @ 100))`:                         true,
-		`topk(1, max_over_time(x[10m:1m]))`:                       true,
-		`x`:                                                       false,
-		`sum(x)`:                                                  false,
-		`topk(scalar(y), x)`:                                      false,
-		`topk(1, label_replace(x, "a", "b", "c", "d"))`:           false,
-		`topk(1, x / y)`:                                          false,
-		`topk(1, sum by (job) (x))`:                               false,
-		`topk(1, vector(1))`:                                      false,
-		`topk(1, absent(x))`:                                      false,
-		`not a query (`:                                           false,
+	for q, want := range map[string][2]bool{ // keeps, topk
+		`topk(10, rate(x[5m]))`:                                   {true, true},
+		`(bottomk(1, (x > 5) * 2))`:                               {true, true},
+		`topk by (job) (3, histogram_quantile(0.9, rate(h[5m])))`: {true, true},
+		`topk(1, abs(x offset 5m @ 100))`:                         {true, true},
+		`topk(1, max_over_time(x[10m:1m]))`:                       {true, true},
+		`x`:                                                       {true, false},
+		`rate(x{cluster="a"}[5m]) * 100`:                          {true, false},
+		`-x`:                                                      {true, false},
+		`sum(x)`:                                                  {false, false},
+		`topk(scalar(y), x)`:                                      {false, false},
+		`topk(1, label_replace(x, "a", "b", "c", "d"))`: {false, false},
+		`label_join(x, "a", ",", "b")`:                  {false, false},
+		`topk(1, x / y)`:                                {false, false},
+		`x / on (cluster) y`:                            {false, false},
+		`topk(1, sum by (job) (x))`:                     {false, false},
+		`topk(1, vector(1))`:                            {false, false},
+		`absent(x)`:                                     {false, false},
+		`scalar(x)`:                                     {false, false},
+		`not a query (`:                                 {false, false},
 	} {
-		if got := keepsInputLabels(q); got != want {
-			t.Errorf("%s: %v, want %v", q, got, want)
+		if keeps, topk := keepsInputLabels(q); keeps != want[0] || topk != want[1] {
+			t.Errorf("%s: %v, %v, want %v", q, keeps, topk, want)
 		}
 	}
 }
