@@ -41,7 +41,7 @@ func BenchmarkFederator(b *testing.B) {
 	var (
 		nLeaves = envInt(b, "PANORAMA_BENCH_FED_LEAVES", 10)
 		perLeaf = envInt(b, "PANORAMA_BENCH_FED_TARGETS_PER_LEAF", 20)
-		rounds  = envInt(b, "PANORAMA_BENCH_FED_ROUNDS", 9)
+		rounds  = envInt(b, "PANORAMA_BENCH_FED_ROUNDS", 15)
 	)
 	if nLeaves < 2 {
 		b.Fatal("PANORAMA_BENCH_FED_LEAVES: want at least 2 (two regions)")

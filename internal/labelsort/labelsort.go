@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -35,8 +36,15 @@ func OrderWith(n int, at func(int) labels.Labels, extra labels.Labels) []int {
 	for i := range n {
 		at(i).Range(func(l labels.Label) { size += len(l.Name) + len(l.Value) + 4 })
 	}
+	// The keys live only while sorting: their buffer is reused (a leaf
+	// orders thousands of series per query).
+	bp := keyBuffers.Get().(*[]byte)
+	defer keyBuffers.Put(bp)
+	if cap(*bp) < size {
+		*bp = make([]byte, 0, size)
+	}
 	var (
-		buf  = make([]byte, 0, size)
+		buf  = (*bp)[:0]
 		ends = make([]int, n)
 	)
 	for i := range n {
@@ -60,8 +68,11 @@ func OrderWith(n int, at func(int) labels.Labels, extra labels.Labels) []int {
 		}
 		return a - b
 	})
+	*bp = buf[:0]
 	return perm
 }
+
+var keyBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // appendOrderKey appends the names and values of lset, each escaped and
 // terminated so that the encoding is prefix-free and keeps the order of
