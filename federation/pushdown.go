@@ -293,7 +293,7 @@ func (e *pushdownEngine) distributable(a *parser.AggregateExpr) *pushNode {
 		return nil
 	}
 	if a.Op == parser.TOPK || a.Op == parser.BOTTOMK {
-		if _, ok := unparen(a.Param).(*parser.NumberLiteral); !ok {
+		if _, ok := pushdown.Unparen(a.Param).(*parser.NumberLiteral); !ok {
 			return nil
 		}
 	}
@@ -327,16 +327,6 @@ func (e *pushdownEngine) distributable(a *parser.AggregateExpr) *pushNode {
 		n.leafQuery = (&parser.AggregateExpr{Op: a.Op, Expr: a.Expr, Param: a.Param, Grouping: a.Grouping, Without: a.Without}).String()
 	}
 	return n
-}
-
-func unparen(e parser.Expr) parser.Expr {
-	for {
-		p, ok := e.(*parser.ParenExpr)
-		if !ok {
-			return e
-		}
-		e = p.Expr
-	}
 }
 
 // perSeriesFuncs are the functions whose value for a series depends on
@@ -418,7 +408,7 @@ func perSeries(e parser.Expr) (*parser.VectorSelector, bool) {
 }
 
 func isLiteral(e parser.Expr) bool {
-	switch n := unparen(e).(type) {
+	switch n := pushdown.Unparen(e).(type) {
 	case *parser.NumberLiteral, *parser.StringLiteral:
 		return true
 	case *parser.UnaryExpr:
@@ -537,7 +527,7 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 	// encodes it: the leaves answer in JSON, and a leaf that answers with
 	// series has them encoded as they come (encoded.go).
 	encode := p.step == 0 && len(nodes) == 1 && pulled == 0 && nodes[0].agg == nil &&
-		unparen(p.expr) == nodes[0].expr && own.IsEmpty() && encodedResultAccepted(ctx)
+		pushdown.Unparen(p.expr) == nodes[0].expr && own.IsEmpty() && encodedResultAccepted(ctx)
 	if _, err := p.e.limit.Insert(ctx, p.pull.String()); err != nil {
 		return nil, err
 	}
@@ -676,7 +666,7 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		// vector's order means nothing (a range query's matrix is sorted
 		// by the engine): sorting thousands of series by their labels
 		// was a fifth of the federator's CPU for a raw selector.
-		if n.agg != nil || unparen(p.expr) != n.expr {
+		if n.agg != nil || pushdown.Unparen(p.expr) != n.expr {
 			perm := labelsort.Order(len(set), func(i int) labels.Labels { return set[i].Labels() })
 			sorted := make([]storage.Series, len(set))
 			for i, j := range perm {

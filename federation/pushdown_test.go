@@ -311,11 +311,7 @@ func TestPushDownStoredExternalLabel(t *testing.T) {
 		rc.write(t, w)
 		addrs = append(addrs, rc.c.GRPCAddr())
 	}
-	push := startFederator(t, testOptions(addrs...))
-	pullOpts := testOptions(addrs...)
-	pullOpts.PushDown = false
-	pull := startFederator(t, pullOpts)
-	for _, q := range []string{
+	pushEqualsPull(t, addrs, []string{
 		`sum by (cluster) (http_requests_total)`,
 		`sum by (cluster, code) (rate(http_requests_total[5m]))`,
 		`sum without (instance) (rate(http_requests_total[5m]))`,
@@ -325,22 +321,7 @@ func TestPushDownStoredExternalLabel(t *testing.T) {
 		`http_requests_total`,
 		`rate(http_requests_total{cluster="east"}[5m])`,
 		`topk(3, http_requests_total)`,
-	} {
-		for _, params := range []url.Values{instant(q), rangeQ(q)} {
-			path := "/api/v1/query"
-			if params.Has("step") {
-				path = "/api/v1/query_range"
-			}
-			got, want := get(t, push.url, path, params), get(t, pull.url, path, params)
-			mustSucceed(t, q, got)
-			if normalized(got.Data) != normalized(want.Data) || len(want.result(t).Result) == 0 {
-				t.Errorf("%s %s: pushed down\n%s\npulled\n%s", path, q, normalized(got.Data), normalized(want.Data))
-			}
-		}
-	}
-	if v := testutil.ToFloat64(push.f.engine.outcomes.WithLabelValues("fallback")); v != 0 {
-		t.Errorf("%v expressions fell back to pulling", v)
-	}
+	})
 }
 
 // TestPushDownTopkTies: topk and bottomk keep, among tied series, the
@@ -374,17 +355,25 @@ func TestPushDownTopkTies(t *testing.T) {
 		rc.write(t, data)
 		addrs = append(addrs, rc.c.GRPCAddr())
 	}
-	push := startFederator(t, testOptions(addrs...))
-	pullOpts := testOptions(addrs...)
-	pullOpts.PushDown = false
-	pull := startFederator(t, pullOpts)
-	for _, q := range []string{
+	pushEqualsPull(t, addrs, []string{
 		`topk(1, tied_total)`,
 		`bottomk(1, tied_total)`,
 		`topk(3, rate(tied_total[5m]))`,
 		`topk by (a) (1, tied_total)`,
 		`bottomk(1, tied_total{cluster="east"})`,
-	} {
+	})
+}
+
+// pushEqualsPull checks that a federator with push-down over addrs
+// answers queries, instant and range, as one without, and never falls
+// back to pulling.
+func pushEqualsPull(t *testing.T, addrs []string, queries []string) {
+	t.Helper()
+	push := startFederator(t, testOptions(addrs...))
+	pullOpts := testOptions(addrs...)
+	pullOpts.PushDown = false
+	pull := startFederator(t, pullOpts)
+	for _, q := range queries {
 		for _, params := range []url.Values{instant(q), rangeQ(q)} {
 			path := "/api/v1/query"
 			if params.Has("step") {

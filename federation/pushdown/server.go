@@ -216,9 +216,9 @@ func keepsInputLabels(query string) (keeps, topk bool) {
 	if err != nil {
 		return false, false
 	}
-	e = unparenExpr(e)
+	e = Unparen(e)
 	if a, ok := e.(*parser.AggregateExpr); ok && (a.Op == parser.TOPK || a.Op == parser.BOTTOMK) {
-		if _, ok := unparenExpr(a.Param).(*parser.NumberLiteral); !ok {
+		if _, ok := Unparen(a.Param).(*parser.NumberLiteral); !ok {
 			return false, false
 		}
 		e, topk = a.Expr, true
@@ -230,8 +230,8 @@ func keepsInputLabels(query string) (keeps, topk bool) {
 		case *parser.UnaryExpr, nil:
 		case *parser.BinaryExpr:
 			// Between a vector and a number only.
-			_, l := unparenExpr(n.LHS).(*parser.NumberLiteral)
-			_, r := unparenExpr(n.RHS).(*parser.NumberLiteral)
+			_, l := Unparen(n.LHS).(*parser.NumberLiteral)
+			_, r := Unparen(n.RHS).(*parser.NumberLiteral)
 			keeps = keeps && (l || r)
 		case *parser.Call:
 			keeps = keeps && !readsLabels[n.Func.Name] && n.Func.ReturnType == parser.ValueTypeVector
@@ -250,7 +250,8 @@ var readsLabels = map[string]bool{
 	"absent": true, "absent_over_time": true, "vector": true, "info": true,
 }
 
-func unparenExpr(e parser.Expr) parser.Expr {
+// Unparen is e without the parentheses around it.
+func Unparen(e parser.Expr) parser.Expr {
 	for {
 		p, ok := e.(*parser.ParenExpr)
 		if !ok {
