@@ -553,12 +553,16 @@ func TestBadInputAndLimits(t *testing.T) {
 		t.Errorf("queued query: got %d %s %q, want a timeout in the query queue", r.code, r.ErrorType, r.Error)
 	}
 	// The query's deadline and the endpoint's select deadline (both
-	// --query.timeout) race: a timeout, or a partial answer naming the leaf.
+	// --query.timeout) race: a timeout, or a partial answer naming the leaf;
+	// or, when the deadline falls while Prometheus' engine reads the
+	// series the other leaf sent, the engine's own answer for that:
+	// 422 "expanding series: context deadline exceeded" (seen once in CI).
 	r = <-first
 	timeout := r.code == http.StatusServiceUnavailable && r.ErrorType == "timeout" && strings.Contains(r.Error, "query timed out in expression evaluation")
 	partial := r.Status == "success" && strings.Contains(strings.Join(r.Warnings, "\n"), lh.addr)
-	if !timeout && !partial {
-		t.Errorf("query past its timeout: got %d %s %q %q, want 503 timeout or a partial answer", r.code, r.ErrorType, r.Error, r.Warnings)
+	reading := r.code == http.StatusUnprocessableEntity && r.ErrorType == "execution" && r.Error == "expanding series: context deadline exceeded"
+	if !timeout && !partial && !reading {
+		t.Errorf("query past its timeout: got %d %s %q %q, want a timeout or a partial answer", r.code, r.ErrorType, r.Error, r.Warnings)
 	}
 }
 
