@@ -23,13 +23,13 @@ import (
 // selector, or a function of each series, pushed down as it is) needs no
 // evaluation at the federator: an instant vector's samples go out as the
 // leaves sent them, in no particular order. When the caller is the
-// Prometheus query API, which would only encode the vector as JSON, each
-// leaf's answer is encoded as it arrives, on that leaf's goroutine, with
-// Prometheus' own encoder, and the API writes the pieces out as they are.
-// A raw selector over thousands of series spends the federator's time on
-// decoding and encoding, and this way the encoding overlaps the waiting
-// for the slowest leaf instead of following it, and no series outlives
-// its message.
+// Prometheus query API, which would only encode the vector as JSON, the
+// leaves are asked for their samples already in that JSON
+// (pushdown.Request.EncodeJSON), and the API writes the pieces out as they
+// are; a leaf that answers with series anyway has them encoded as they
+// arrive, on that leaf's goroutine. A raw selector over thousands of
+// series spent most of the federator's time decoding them, evaluating
+// them and encoding them again.
 
 type encodedResultKey struct{}
 
