@@ -32,11 +32,12 @@ type Server struct {
 	// req (for a collector: with its external labels, without the replica
 	// labels when req.Dedup), and the context to evaluate under.
 	Queryable func(ctx context.Context, req *Request) (context.Context, storage.Queryable)
-	// Unattached, when not nil, may give for a Parts request, or a topk
-	// or bottomk, the same series as Queryable without the leaf's
-	// external labels attached, and those labels (ok true): the partial
-	// sums add them to each group, and the winners of topk get them,
-	// instead of the storage copying every series' labels to attach them.
+	// Unattached, when not nil, may give for a Parts request, a topk or
+	// bottomk, or an answer in JSON, the same series as Queryable without
+	// the leaf's external labels attached, and those labels (ok true): the
+	// partial sums add them to each group, the winners of topk get them,
+	// and the JSON of each sample has them written in, instead of the
+	// storage copying every series' labels to attach them.
 	// It must answer ok only when no stored series has a label of their
 	// names, apply matchers on those names against their values, and
 	// sort a sorted selection as if they were attached.
