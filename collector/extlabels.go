@@ -49,12 +49,12 @@ func (q *externalLabelsQueryable) ChunkQuerier(mint, maxt int64) (storage.ChunkQ
 }
 
 // unattached serves the same series as q without the external labels, for
-// a caller that adds them itself (a push-down leaf's partial sums and
-// topk, which then copy no series' labels to attach them): matchers on
-// external label names are decided against the external values, and
-// sorted selections come in the order of the attached labels. It is not ok when some
-// stored series carries an external label name itself: attaching then
-// decides which value wins, and may merge series.
+// a caller that adds them itself (a push-down leaf's partial sums, topk
+// and JSON answers, which then copy no series' labels to attach them):
+// matchers on external label names are decided against the external
+// values, and sorted selections come in the order of the attached labels.
+// It is not ok when some stored series carries an external label name
+// itself: attaching then decides which value wins, and may merge series.
 func (q *externalLabelsQueryable) unattached(ctx context.Context) (storage.Queryable, bool) {
 	if q.ext.IsEmpty() {
 		return q.SampleAndChunkQueryable, true
@@ -90,16 +90,9 @@ type unattachedQuerier struct {
 }
 
 func (u unattachedQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
-	inner, outer := u.e.split(ms)
-	for _, m := range outer {
-		if !m.Matches(u.e.ext.Get(m.Name)) {
-			return storage.EmptySeriesSet()
-		}
-	}
-	if len(inner) == 0 {
-		// As selectAttached: the storage refuses a selection without a
-		// matcher.
-		inner = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
+	inner, outer := u.e.splitSelect(ms)
+	if !u.e.matchesExternal(outer) {
+		return storage.EmptySeriesSet()
 	}
 	if !sortSeries || u.e.ext.IsEmpty() {
 		return u.Querier.Select(ctx, sortSeries, hints, inner...)
@@ -107,15 +100,7 @@ func (u unattachedQuerier) Select(ctx context.Context, sortSeries bool, hints *s
 	// In the order of the series with the labels attached, which the
 	// caller's engine meets them in (topk breaks ties by it).
 	set := u.Querier.Select(ctx, false, hints, inner...)
-	var out []storage.Series
-	for set.Next() {
-		out = append(out, set.At())
-	}
-	sorted := make([]storage.Series, len(out))
-	for i, j := range labelsort.OrderWith(len(out), func(i int) labels.Labels { return out[i].Labels() }, u.e.ext) {
-		sorted[i] = out[j]
-	}
-	return &sliceSet[storage.Series]{series: sorted, i: -1, err: set.Err(), warnings: set.Warnings()}
+	return &sliceSet[storage.Series]{series: sortedSeries[storage.Series](set, u.e.ext), i: -1, err: set.Err(), warnings: set.Warnings()}
 }
 
 func (q *externalLabelsQueryable) labeler() extLabeler {
@@ -185,6 +170,16 @@ func (e extLabeler) split(ms []*labels.Matcher) (inner, outer []*labels.Matcher)
 	return inner, outer
 }
 
+// splitSelect is split for a selection: the storage refuses one with no
+// matcher, so inner then selects everything, which outer narrows.
+func (e extLabeler) splitSelect(ms []*labels.Matcher) (inner, outer []*labels.Matcher) {
+	inner, outer = e.split(ms)
+	if len(inner) == 0 {
+		inner = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
+	}
+	return inner, outer
+}
+
 // seriesSet is what storage.SeriesSet and storage.ChunkSeriesSet have in
 // common.
 type seriesSet[S any] interface {
@@ -205,20 +200,13 @@ func selectAttached[S interface{ Labels() labels.Labels }, Set seriesSet[S]](
 	merge func([]S) S,
 	empty func() Set,
 ) Set {
-	inner, outer := e.split(ms)
-	if len(inner) == 0 {
-		// The storage refuses a selection with no matcher; this one
-		// selects everything, which the outer matchers then narrow.
-		inner = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
-	}
+	inner, outer := e.splitSelect(ms)
 	collide := e.mayCollide(ctx, lq)
 	if !collide {
 		// No stored series carries an external label name: the matchers
 		// on them are decided once, against the external values.
-		for _, m := range outer {
-			if !m.Matches(e.ext.Get(m.Name)) {
-				return empty()
-			}
+		if !e.matchesExternal(outer) {
+			return empty()
 		}
 		outer = nil
 	}
@@ -229,19 +217,36 @@ func selectAttached[S interface{ Labels() labels.Labels }, Set seriesSet[S]](
 	// Where some stored series carry an external label name themselves,
 	// two series may now share a label set: merge them, as Prometheus'
 	// fan-out storage merges identical series.
+	out := sortedSeries[S](set, labels.EmptyLabels())
+	if collide {
+		out = mergeIdentical(out, merge)
+	}
+	return any(&sliceSet[S]{series: out, i: -1, err: set.Err(), warnings: set.Warnings()}).(Set)
+}
+
+// matchesExternal tells whether the external labels pass every matcher of
+// ms (all on external label names).
+func (e extLabeler) matchesExternal(ms []*labels.Matcher) bool {
+	for _, m := range ms {
+		if !m.Matches(e.ext.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+// sortedSeries reads set whole, in the order of its series' labels with
+// extra added to each (no series has a label of their names).
+func sortedSeries[S interface{ Labels() labels.Labels }](set seriesSet[S], extra labels.Labels) []S {
 	var out []S
 	for set.Next() {
 		out = append(out, set.At())
 	}
 	sorted := make([]S, len(out))
-	for i, j := range labelsort.Order(len(out), func(i int) labels.Labels { return out[i].Labels() }) {
+	for i, j := range labelsort.OrderWith(len(out), func(i int) labels.Labels { return out[i].Labels() }, extra) {
 		sorted[i] = out[j]
 	}
-	out = sorted
-	if collide {
-		out = mergeIdentical(out, merge)
-	}
-	return any(&sliceSet[S]{series: out, i: -1, err: set.Err(), warnings: set.Warnings()}).(Set)
+	return sorted
 }
 
 // mayCollide reports whether any stored series carries an external label

@@ -14,9 +14,10 @@ import (
 // a federator above evaluates distributable aggregations here, with the
 // collector's own engine over the series its StoreAPI serves (external
 // labels attached; replica labels dropped when the federator deduplicates,
-// as its querier does with pulled series). Partial sums read the series
-// without the external labels and add them to each group, when no stored
-// series has a label of their names. A request evaluates with the
+// as its querier does with pulled series). Partial sums, topk and JSON
+// answers read the series without the external labels and add them where
+// the answer is made, when no stored series has a label of their names
+// (pushdown.Server.Unattached). A request evaluates with the
 // smaller of the collector's --query.max-samples (maxSamples, engine's
 // limit) and the federator's, from limited.
 func (s *storeServer) servePushDown(engine promql.QueryEngine, maxSamples int, limited *pushdown.Engines, q *externalLabelsQueryable) {
