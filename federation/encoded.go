@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"unsafe"
 
-	jsoniter "github.com/json-iterator/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
@@ -59,8 +57,8 @@ func (v encodedVector) String() string {
 	return fmt.Sprintf("instant vector of %d samples, encoded", v.samples)
 }
 
-// MarshalJSON is for encoders other than the query API's (jsoniter, with
-// the encoder registered below).
+// MarshalJSON writes the vector whole; the query API's answer takes the
+// pieces through encodedCodec instead.
 func (v encodedVector) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(v.size())
@@ -92,19 +90,6 @@ func (v encodedVector) size() int {
 		n += len(p) + 1
 	}
 	return n
-}
-
-func init() {
-	jsoniter.RegisterTypeEncoderFunc("federation.encodedVector", func(ptr unsafe.Pointer, stream *jsoniter.Stream) {
-		v := (*encodedVector)(ptr)
-		// Room for all of it at once: the API's answer is this, mostly.
-		if buf := stream.Buffer(); cap(buf)-len(buf) < v.size() {
-			grown := make([]byte, len(buf), len(buf)+v.size()+4096)
-			copy(grown, buf)
-			stream.SetBuffer(grown)
-		}
-		v.writeTo(stream)
-	}, func(unsafe.Pointer) bool { return false })
 }
 
 // encodedCodec is Prometheus' JSON codec, which writes an encoded
@@ -153,7 +138,7 @@ var errNotEncodable = errors.New("a leaf's answer to an instant query has a seri
 
 // encodeSamples returns the JSON of series, as the engine would select
 // them at time t from the leaf's answer: a float or a histogram at t, and
-// not a stale marker (pushdown.AppendVectorJSON), with their count as the
+// not a stale marker (pushdown.VectorJSON), with their count as the
 // engine counts samples.
 func encodeSamples(series []*prompb.TimeSeries, t int64) ([]byte, int, error) {
 	vec := make(promql.Vector, 0, len(series))
@@ -170,5 +155,5 @@ func encodeSamples(series []*prompb.TimeSeries, t int64) ([]byte, int, error) {
 			return nil, 0, errNotEncodable
 		}
 	}
-	return pushdown.AppendVectorJSON(nil, vec, labels.EmptyLabels())
+	return pushdown.VectorJSON(vec, labels.EmptyLabels())
 }

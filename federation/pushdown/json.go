@@ -7,15 +7,14 @@ import (
 	"github.com/prometheus/prometheus/util/jsonutil"
 )
 
-// AppendVectorJSON appends to dst the samples of v as Prometheus' query API
-// encodes an instant vector's, without the surrounding brackets, and after
-// a comma when dst is not empty; the labels of ext (whose names no sample
-// has) are written into every sample's metric as if it had them. It
-// returns them with their count as the engine counts samples against
-// --query.max-samples (a native histogram by its size).
-func AppendVectorJSON(dst []byte, v promql.Vector, ext labels.Labels) ([]byte, int, error) {
+// VectorJSON gives the samples of v as Prometheus' query API encodes an
+// instant vector's, without the surrounding brackets; the labels of ext
+// (whose names no sample has) are written into every sample's metric as if
+// it had them. It returns them with their count as the engine counts
+// samples against --query.max-samples (a native histogram by its size).
+func VectorJSON(v promql.Vector, ext labels.Labels) ([]byte, int, error) {
 	if len(v) == 0 {
-		return dst, 0, nil
+		return nil, 0, nil
 	}
 	var extList []labels.Label
 	extSize := 0
@@ -24,7 +23,7 @@ func AppendVectorJSON(dst []byte, v promql.Vector, ext labels.Labels) ([]byte, i
 		extSize += len(l.Name) + len(l.Value) + 6
 	})
 	n := 0
-	size := len(dst) + 1
+	size := 0
 	for _, s := range v {
 		if s.H != nil {
 			n += (s.H.Size() + 8) / 16
@@ -37,10 +36,7 @@ func AppendVectorJSON(dst []byte, v promql.Vector, ext labels.Labels) ([]byte, i
 		s.Metric.Range(func(l labels.Label) { size += len(l.Name) + len(l.Value) + 6 })
 	}
 	stream := jsoniter.NewStream(jsoniter.ConfigCompatibleWithStandardLibrary, nil, 0)
-	stream.SetBuffer(append(make([]byte, 0, size), dst...))
-	if len(dst) > 0 {
-		stream.WriteMore()
-	}
+	stream.SetBuffer(make([]byte, 0, size))
 	for i, s := range v {
 		if i > 0 {
 			stream.WriteMore()
@@ -48,14 +44,14 @@ func AppendVectorJSON(dst []byte, v promql.Vector, ext labels.Labels) ([]byte, i
 		writeSampleJSON(stream, s, extList)
 	}
 	if stream.Error != nil {
-		return dst, 0, stream.Error
+		return nil, 0, stream.Error
 	}
 	return stream.Buffer(), n, nil
 }
 
 // writeSampleJSON is Prometheus' marshalSampleJSON (web/api/v1) with the
-// labels extra merged into the metric: TestAppendVectorJSON and
-// FuzzAppendVectorJSON hold it to Prometheus' own encoding.
+// labels extra merged into the metric: TestVectorJSON and
+// FuzzVectorJSON hold it to Prometheus' own encoding.
 func writeSampleJSON(stream *jsoniter.Stream, s promql.Sample, extra []labels.Label) {
 	stream.WriteObjectStart()
 	stream.WriteObjectField(`metric`)

@@ -146,9 +146,9 @@ func prometheusJSON(t testing.TB, v promql.Vector) string {
 	return string(b[1 : len(b)-1])
 }
 
-// TestAppendVectorJSON: the samples with labels merged in are written as
+// TestVectorJSON: the samples with labels merged in are written as
 // Prometheus writes the samples with those labels.
-func TestAppendVectorJSON(t *testing.T) {
+func TestVectorJSON(t *testing.T) {
 	ext := labels.FromStrings("cluster", "<east>", "zone", "z\u2028")
 	v := promql.Vector{
 		{T: 1500, F: 2.5, Metric: labels.FromStrings("__name__", "x", "a", "1", "job", "é")},
@@ -161,24 +161,24 @@ func TestAppendVectorJSON(t *testing.T) {
 		attached[i] = s
 		attached[i].Metric = labels.NewBuilder(s.Metric).Set("cluster", "<east>").Set("zone", "z\u2028").Labels()
 	}
-	got, n, err := AppendVectorJSON([]byte(`{"before":1}`), v, ext)
+	got, n, err := VectorJSON(v, ext)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"before":1},` + prometheusJSON(t, attached); string(got) != want {
+	if want := prometheusJSON(t, attached); string(got) != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 	if want := 3 + (v[3].H.Size()+8)/16; n != want {
 		t.Errorf("counted %d samples, want %d", n, want)
 	}
-	if got, _, _ := AppendVectorJSON(nil, v, labels.EmptyLabels()); string(got) != prometheusJSON(t, v) {
+	if got, _, _ := VectorJSON(v, labels.EmptyLabels()); string(got) != prometheusJSON(t, v) {
 		t.Errorf("without labels to add:\n%s\nwant\n%s", got, prometheusJSON(t, v))
 	}
 }
 
-// FuzzAppendVectorJSON: whatever the labels and values, the encoding is
+// FuzzVectorJSON: whatever the labels and values, the encoding is
 // Prometheus' own of the samples with the external labels attached.
-func FuzzAppendVectorJSON(f *testing.F) {
+func FuzzVectorJSON(f *testing.F) {
 	f.Add("job", "a\"<>&\u2028", "cluster", "east", 1.5)
 	f.Add("", "\xff\xfe", "a", "\x00", math.Inf(1))
 	f.Fuzz(func(t *testing.T, name, value, extName, extValue string, x float64) {
@@ -200,7 +200,7 @@ func FuzzAppendVectorJSON(f *testing.F) {
 			attached[i] = s
 			attached[i].Metric = labels.NewBuilder(s.Metric).Set(extName, extValue).Labels()
 		}
-		got, _, err := AppendVectorJSON(nil, v, ext)
+		got, _, err := VectorJSON(v, ext)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -158,7 +158,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	case promql.Vector:
 		if req.EncodeJSON {
 			for start := 0; start < len(v); start += batchSize {
-				b, n, err := AppendVectorJSON(nil, v[start:min(start+batchSize, len(v))], ext)
+				b, n, err := VectorJSON(v[start:min(start+batchSize, len(v))], ext)
 				if err != nil {
 					return status.Error(codes.Internal, err.Error())
 				}
