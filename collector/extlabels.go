@@ -325,20 +325,7 @@ func (e extLabeler) attach(b *labels.ScratchBuilder, lset labels.Labels) labels.
 		return lset
 	}
 	b.Reset()
-	ext := e.extList
-	lset.Range(func(l labels.Label) {
-		for len(ext) > 0 && ext[0].Name < l.Name {
-			b.Add(ext[0].Name, ext[0].Value)
-			ext = ext[1:]
-		}
-		if len(ext) > 0 && ext[0].Name == l.Name {
-			ext = ext[1:]
-		}
-		b.Add(l.Name, l.Value)
-	})
-	for _, l := range ext {
-		b.Add(l.Name, l.Value)
-	}
+	labelsort.RangeWith(lset, e.extList, func(l labels.Label) { b.Add(l.Name, l.Value) })
 	return b.Labels()
 }
 

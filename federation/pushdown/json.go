@@ -5,6 +5,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/util/jsonutil"
+
+	"github.com/panorama-obs/panorama/internal/labelsort"
 )
 
 // VectorJSON gives the samples of v as Prometheus' query API encodes an
@@ -66,16 +68,7 @@ func writeSampleJSON(stream *jsoniter.Stream, s promql.Sample, extra []labels.La
 		stream.WriteRaw(`:`)
 		stream.WriteString(value)
 	}
-	s.Metric.Range(func(l labels.Label) {
-		for len(extra) > 0 && extra[0].Name < l.Name {
-			label(extra[0].Name, extra[0].Value)
-			extra = extra[1:]
-		}
-		label(l.Name, l.Value)
-	})
-	for _, l := range extra {
-		label(l.Name, l.Value)
-	}
+	labelsort.RangeWith(s.Metric, extra, func(l labels.Label) { label(l.Name, l.Value) })
 	stream.WriteObjectEnd()
 	stream.WriteMore()
 	if s.H == nil {

@@ -86,20 +86,30 @@ func appendOrderKey(b []byte, lset labels.Labels) []byte {
 // appendMergedKey is appendOrderKey of lset with the labels extra (sorted
 // by name) merged in by name.
 func appendMergedKey(b []byte, lset labels.Labels, extra []labels.Label) []byte {
-	lset.Range(func(l labels.Label) {
-		for len(extra) > 0 && extra[0].Name < l.Name {
-			b = appendOrderString(b, extra[0].Name)
-			b = appendOrderString(b, extra[0].Value)
-			extra = extra[1:]
-		}
+	RangeWith(lset, extra, func(l labels.Label) {
 		b = appendOrderString(b, l.Name)
 		b = appendOrderString(b, l.Value)
 	})
-	for _, l := range extra {
-		b = appendOrderString(b, l.Name)
-		b = appendOrderString(b, l.Value)
-	}
 	return b
+}
+
+// RangeWith calls f on the labels of lset and of extra (sorted by name)
+// in name order, as on the set of both; a label of lset wins over one of
+// extra with the same name.
+func RangeWith(lset labels.Labels, extra []labels.Label, f func(labels.Label)) {
+	lset.Range(func(l labels.Label) {
+		for len(extra) > 0 && extra[0].Name < l.Name {
+			f(extra[0])
+			extra = extra[1:]
+		}
+		if len(extra) > 0 && extra[0].Name == l.Name {
+			extra = extra[1:]
+		}
+		f(l)
+	})
+	for _, l := range extra {
+		f(l)
+	}
 }
 
 func appendOrderString(b []byte, s string) []byte {
