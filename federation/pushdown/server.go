@@ -51,8 +51,8 @@ const batchSize = 256
 func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	ctx, q := s.Queryable(ctx, req)
 	ext := labels.EmptyLabels()
+	keeps, topk := keepsInputLabels(req.Query)
 	if s.Unattached != nil {
-		keeps, topk := keepsInputLabels(req.Query)
 		if req.Parts || topk || (keeps && req.EncodeJSON && req.StepMs == 0) {
 			if uq, l, ok := s.Unattached(ctx, req); ok {
 				q, ext = uq, l
@@ -70,27 +70,38 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 			engine, requested = s.Limited(int(req.MaxSamples)), true
 		}
 	}
-	if req.SortSeries {
-		q = sortedQueryable{q}
+	if req.StepMs != 0 && (req.StepMs < 0 || req.EndMs < req.StartMs) {
+		return status.Errorf(codes.InvalidArgument, "bad range: start %d, end %d, step %d ms", req.StartMs, req.EndMs, req.StepMs)
 	}
-	opts := promql.NewPrometheusQueryOpts(false, time.Duration(req.LookbackMs)*time.Millisecond)
-	var (
-		qry promql.Query
-		err error
-	)
-	if req.StepMs == 0 {
-		qry, err = engine.NewInstantQuery(ctx, q, opts, req.Query, time.UnixMilli(req.StartMs))
-	} else {
-		if req.StepMs < 0 || req.EndMs < req.StartMs {
-			return status.Errorf(codes.InvalidArgument, "bad range: start %d, end %d, step %d ms", req.StartMs, req.EndMs, req.StepMs)
+	var res *promql.Result
+	if req.SortSeries && topk {
+		// topk or bottomk of a function of each series: k+1 in the
+		// storage's order decides without the label order, unless the
+		// k-th and the one more tie (topk.go). Anything amiss (an error,
+		// a limit, an annotation) leaves it to the evaluation below.
+		if oneMore, a, k, ok := topkOneMore(req.Query); ok {
+			if qry, err := newQuery(ctx, engine, q, req, oneMore); err == nil {
+				defer qry.Close()
+				if r := qry.Exec(ctx); r.Err == nil && len(r.Warnings) == 0 {
+					v, ok := keepK(r.Value, a, k)
+					if ok {
+						res = &promql.Result{Value: v}
+					}
+				}
+			}
 		}
-		qry, err = engine.NewRangeQuery(ctx, q, opts, req.Query, time.UnixMilli(req.StartMs), time.UnixMilli(req.EndMs), time.Duration(req.StepMs)*time.Millisecond)
 	}
-	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+	if res == nil {
+		if req.SortSeries {
+			q = sortedQueryable{q}
+		}
+		qry, err := newQuery(ctx, engine, q, req, req.Query)
+		if err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		defer qry.Close()
+		res = qry.Exec(ctx)
 	}
-	defer qry.Close()
-	res := qry.Exec(ctx)
 	if res.Err != nil {
 		if requested && errors.As(res.Err, new(promql.ErrTooManySamples)) {
 			// Over the requester's limit: the requester fails the query
@@ -202,6 +213,15 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 		return status.Errorf(codes.InvalidArgument, "push-down answers vectors, and %q is a %s", req.Query, res.Value.Type())
 	}
 	return flush()
+}
+
+// newQuery is req's instant or range query of query over q.
+func newQuery(ctx context.Context, engine promql.QueryEngine, q storage.Queryable, req *Request, query string) (promql.Query, error) {
+	opts := promql.NewPrometheusQueryOpts(false, time.Duration(req.LookbackMs)*time.Millisecond)
+	if req.StepMs == 0 {
+		return engine.NewInstantQuery(ctx, q, opts, query, time.UnixMilli(req.StartMs))
+	}
+	return engine.NewRangeQuery(ctx, q, opts, query, time.UnixMilli(req.StartMs), time.UnixMilli(req.EndMs), time.Duration(req.StepMs)*time.Millisecond)
 }
 
 // keepsInputLabels tells whether every series of query's answer has the

@@ -1,0 +1,178 @@
+package pushdown
+
+import (
+	"math"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// Which of several series with the same value topk and bottomk keep
+// depends on the order the engine meets every series in (its heap), so a
+// leaf that must choose as the federator pulling the series would reads
+// them in label order: with its external labels merged in, that is a sort
+// of every series the query selects. That order matters only when a series
+// outside the k kept has the value of one inside: otherwise the k best are
+// the same whatever the order. A leaf therefore first evaluates the same
+// aggregation of k+1 over the storage's order, and keeps its k best of
+// each group at each step when they are strictly better than the one more;
+// only when they are not (a tie at the boundary) does it evaluate k over
+// the label order.
+//
+// Why k+1 decides it, for topk (bottomk is the mirror), in the engine's
+// order of values (NaN below every number): the heap of k+1 ends holding
+// the k+1 values met last, every value it dropped or never took being at
+// most its final least, h. When its k best are all above h, every series
+// outside them is at most h: they are the only k best of the input, and a
+// heap of k, in any order, takes each of them (at least one of any k it
+// holds is below it) and never drops one (that needs k+1 above the
+// dropped one's value). When two are at h or when the k-th best equals
+// the one more, the ties decide, and the order is needed.
+
+// maxOneMoreK bounds the k that is tried with k+1: past it most series
+// are kept and the order is read anyway.
+const maxOneMoreK = 10000
+
+// topkOneMore is query, a topk or bottomk of a number k (at least 1, at
+// most maxOneMoreK), as the same aggregation of k+1, with the aggregation
+// and k; ok false for any other query.
+func topkOneMore(query string) (oneMore string, a *parser.AggregateExpr, k int, ok bool) {
+	e, err := parser.ParseExpr(query)
+	if err != nil {
+		return "", nil, 0, false
+	}
+	a, ok = Unparen(e).(*parser.AggregateExpr)
+	if !ok || (a.Op != parser.TOPK && a.Op != parser.BOTTOMK) {
+		return "", nil, 0, false
+	}
+	n, ok := Unparen(a.Param).(*parser.NumberLiteral)
+	if !ok || !(n.Val >= 1 && n.Val <= maxOneMoreK) {
+		return "", nil, 0, false
+	}
+	// The engine's k is the parameter truncated.
+	k = int(n.Val)
+	a.Param = &parser.NumberLiteral{Val: float64(k + 1)}
+	return a.String(), a, k, true
+}
+
+// keepK is v, the answer of a's aggregation of k+1 (a vector, or a
+// matrix for a range query), with the one more dropped from each group at
+// each step that has k+1; ok false when a group's k-th best and the one
+// more tie (or v holds histograms, which topk and bottomk ignore).
+func keepK(v parser.Value, a *parser.AggregateExpr, k int) (parser.Value, bool) {
+	// As the engine's heap compares: a replaces b when better.
+	better := func(x, y float64) bool {
+		if math.IsNaN(y) && !math.IsNaN(x) {
+			return true
+		}
+		if a.Op == parser.BOTTOMK {
+			return x < y
+		}
+		return x > y
+	}
+	grouping := slices.Clone(a.Grouping)
+	slices.Sort(grouping)
+	var buf []byte
+	group := func(lset labels.Labels) uint64 {
+		// The engine's grouping key (generateGroupingKey).
+		var h uint64
+		switch {
+		case a.Without:
+			h, buf = lset.HashWithoutLabels(buf, grouping...)
+		case len(grouping) > 0:
+			h, buf = lset.HashForLabels(buf, grouping...)
+		}
+		return h
+	}
+	// A value of the answer: the point-th point of the series-th series
+	// (of the vector: its series-th sample).
+	type ref struct {
+		series, point int
+		f             float64
+	}
+	type at struct {
+		t int64
+		g uint64
+	}
+	// worst finds the one more among a group's k+1 values at a step.
+	worst := func(refs []ref) (ref, bool) {
+		slices.SortFunc(refs, func(x, y ref) int {
+			switch {
+			case better(x.f, y.f):
+				return -1
+			case better(y.f, x.f):
+				return 1
+			}
+			return 0
+		})
+		return refs[k], better(refs[k-1].f, refs[k].f)
+	}
+	switch v := v.(type) {
+	case promql.Vector:
+		groups := map[uint64][]ref{}
+		for i, s := range v {
+			if s.H != nil {
+				return nil, false
+			}
+			g := group(s.Metric)
+			groups[g] = append(groups[g], ref{series: i, f: s.F})
+		}
+		drop := map[int]bool{}
+		for _, refs := range groups {
+			if len(refs) <= k {
+				continue
+			}
+			w, ok := worst(refs)
+			if !ok {
+				return nil, false
+			}
+			drop[w.series] = true
+		}
+		out := make(promql.Vector, 0, len(v)-len(drop))
+		for i, s := range v {
+			if !drop[i] {
+				out = append(out, s)
+			}
+		}
+		return out, true
+	case promql.Matrix:
+		steps := map[at][]ref{}
+		for i, s := range v {
+			if len(s.Histograms) > 0 {
+				return nil, false
+			}
+			g := group(s.Metric)
+			for j, p := range s.Floats {
+				steps[at{p.T, g}] = append(steps[at{p.T, g}], ref{series: i, point: j, f: p.F})
+			}
+		}
+		drop := map[[2]int]bool{}
+		for _, refs := range steps {
+			if len(refs) <= k {
+				continue
+			}
+			w, ok := worst(refs)
+			if !ok {
+				return nil, false
+			}
+			drop[[2]int{w.series, w.point}] = true
+		}
+		out := make(promql.Matrix, 0, len(v))
+		for i, s := range v {
+			var kept []promql.FPoint
+			for j, p := range s.Floats {
+				if !drop[[2]int{i, j}] {
+					kept = append(kept, p)
+				}
+			}
+			if len(kept) > 0 {
+				s.Floats = kept
+				out = append(out, s)
+			}
+		}
+		return out, true
+	}
+	return nil, false
+}
