@@ -37,7 +37,7 @@ import (
 func (f *Federator) Mount(handle func(pattern string, h http.Handler)) {
 	r := route.New()
 	f.api.Register(r)
-	handle("/api/v1/", http.StripPrefix("/api/v1", f.withRequestOptions(r)))
+	handle("/api/v1/", gzipFast(http.StripPrefix("/api/v1", f.withRequestOptions(r))))
 	handle("/api/v1/stores", f.whenReady(f.serveStores))
 	handle("/api/v1/metadata", f.whenReady(f.serveMetadata))
 }
