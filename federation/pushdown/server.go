@@ -83,8 +83,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 			if qry, err := newQuery(ctx, engine, q, req, oneMore); err == nil {
 				defer qry.Close()
 				if r := qry.Exec(ctx); r.Err == nil && len(r.Warnings) == 0 {
-					v, ok := keepK(r.Value, a, k)
-					if ok {
+					if v, ok := keepK(r.Value, a, k); ok {
 						res = &promql.Result{Value: v}
 					}
 				}

@@ -22,14 +22,15 @@ import (
 // the label order.
 //
 // Why k+1 decides it, for topk (bottomk is the mirror), in the engine's
-// order of values (NaN below every number): the heap of k+1 ends holding
-// the k+1 values met last, every value it dropped or never took being at
-// most its final least, h. When its k best are all above h, every series
-// outside them is at most h: they are the only k best of the input, and a
-// heap of k, in any order, takes each of them (at least one of any k it
-// holds is below it) and never drops one (that needs k+1 above the
-// dropped one's value). When two are at h or when the k-th best equals
-// the one more, the ties decide, and the order is needed.
+// order of values (NaN below every number): the heap of k+1 only ever
+// drops or passes over a value at most its least at that moment, and its
+// least only grows, so every value outside its final k+1 is at most their
+// least, h. When its k best are all above h, every other series is at
+// most h: those k are the only k best of the input, and a heap of k, in
+// any order, takes each of them (at least one of any k it holds is below
+// it) and never drops one (that takes k others at least as good, and
+// there are only k-1). When the k-th best and the one more tie, which of
+// the tied series are kept depends on the order, and the order is needed.
 
 // maxOneMoreK bounds the k that is tried with k+1: past it most series
 // are kept and the order is read anyway.
@@ -96,8 +97,13 @@ func keepK(v parser.Value, a *parser.AggregateExpr, k int) (parser.Value, bool) 
 		t int64
 		g uint64
 	}
-	// worst finds the one more among a group's k+1 values at a step.
+	// worst finds the one more among a group's k+1 values at a step (ok
+	// false when it does not stand apart, or when there are more than k+1:
+	// not the engine's groups).
 	worst := func(refs []ref) (ref, bool) {
+		if len(refs) > k+1 {
+			return ref{}, false
+		}
 		slices.SortFunc(refs, func(x, y ref) int {
 			switch {
 			case better(x.f, y.f):
