@@ -63,7 +63,7 @@ func topkOneMore(query string) (oneMore string, a *parser.AggregateExpr, k int, 
 // each step that has k+1; ok false when a group's k-th best and the one
 // more tie (or v holds histograms, which topk and bottomk ignore).
 func keepK(v parser.Value, a *parser.AggregateExpr, k int) (parser.Value, bool) {
-	// As the engine's heap compares: a replaces b when better.
+	// As the engine's heap compares: x replaces y when better.
 	better := func(x, y float64) bool {
 		if math.IsNaN(y) && !math.IsNaN(x) {
 			return true
@@ -97,12 +97,39 @@ func keepK(v parser.Value, a *parser.AggregateExpr, k int) (parser.Value, bool) 
 		t int64
 		g uint64
 	}
-	// worst finds the one more among a group's k+1 values at a step (ok
-	// false when it does not stand apart, or when there are more than k+1:
-	// not the engine's groups).
-	worst := func(refs []ref) (ref, bool) {
+	// The values of each group at each step; a vector's at its one step.
+	steps := map[at][]ref{}
+	switch v := v.(type) {
+	case promql.Vector:
+		for i, s := range v {
+			if s.H != nil {
+				return nil, false
+			}
+			g := group(s.Metric)
+			steps[at{0, g}] = append(steps[at{0, g}], ref{series: i, f: s.F})
+		}
+	case promql.Matrix:
+		for i, s := range v {
+			if len(s.Histograms) > 0 {
+				return nil, false
+			}
+			g := group(s.Metric)
+			for j, p := range s.Floats {
+				steps[at{p.T, g}] = append(steps[at{p.T, g}], ref{series: i, point: j, f: p.F})
+			}
+		}
+	default:
+		return nil, false
+	}
+	// The one more of each group of k+1, which must stand apart (and
+	// more than k+1 would not be the engine's groups).
+	drop := map[[2]int]bool{}
+	for _, refs := range steps {
+		if len(refs) <= k {
+			continue
+		}
 		if len(refs) > k+1 {
-			return ref{}, false
+			return nil, false
 		}
 		slices.SortFunc(refs, func(x, y ref) int {
 			switch {
@@ -113,58 +140,21 @@ func keepK(v parser.Value, a *parser.AggregateExpr, k int) (parser.Value, bool) 
 			}
 			return 0
 		})
-		return refs[k], better(refs[k-1].f, refs[k].f)
+		if !better(refs[k-1].f, refs[k].f) {
+			return nil, false
+		}
+		drop[[2]int{refs[k].series, refs[k].point}] = true
 	}
 	switch v := v.(type) {
 	case promql.Vector:
-		groups := map[uint64][]ref{}
-		for i, s := range v {
-			if s.H != nil {
-				return nil, false
-			}
-			g := group(s.Metric)
-			groups[g] = append(groups[g], ref{series: i, f: s.F})
-		}
-		drop := map[int]bool{}
-		for _, refs := range groups {
-			if len(refs) <= k {
-				continue
-			}
-			w, ok := worst(refs)
-			if !ok {
-				return nil, false
-			}
-			drop[w.series] = true
-		}
 		out := make(promql.Vector, 0, len(v)-len(drop))
 		for i, s := range v {
-			if !drop[i] {
+			if !drop[[2]int{i, 0}] {
 				out = append(out, s)
 			}
 		}
 		return out, true
 	case promql.Matrix:
-		steps := map[at][]ref{}
-		for i, s := range v {
-			if len(s.Histograms) > 0 {
-				return nil, false
-			}
-			g := group(s.Metric)
-			for j, p := range s.Floats {
-				steps[at{p.T, g}] = append(steps[at{p.T, g}], ref{series: i, point: j, f: p.F})
-			}
-		}
-		drop := map[[2]int]bool{}
-		for _, refs := range steps {
-			if len(refs) <= k {
-				continue
-			}
-			w, ok := worst(refs)
-			if !ok {
-				return nil, false
-			}
-			drop[[2]int{w.series, w.point}] = true
-		}
 		out := make(promql.Matrix, 0, len(v))
 		for i, s := range v {
 			var kept []promql.FPoint
