@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -96,7 +95,7 @@ func BenchmarkQuery(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			res, err := parseVector(body)
+			res, err := parseVectorWith(body, "cluster") // only the collector attaches it
 			if err != nil {
 				b.Fatalf("%s: %q: %v", s.name, q.expr, err)
 			}
@@ -288,43 +287,6 @@ func remoteWrite(client *http.Client, s *server, body []byte) error {
 		return fmt.Errorf("%s: remote write: %s: %s", s.name, resp.Status, msg)
 	}
 	return nil
-}
-
-// parseVector maps each result series (labels without the cluster label,
-// which only the collector attaches) to its value.
-func parseVector(body []byte) (map[string]string, error) {
-	var r struct {
-		Status string
-		Data   struct {
-			ResultType string
-			Result     []struct {
-				Metric map[string]string
-				Value  [2]any
-			}
-		}
-	}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, err
-	}
-	if r.Status != "success" || r.Data.ResultType != "vector" {
-		return nil, fmt.Errorf("status %q, result type %q", r.Status, r.Data.ResultType)
-	}
-	out := make(map[string]string, len(r.Data.Result))
-	for _, s := range r.Data.Result {
-		delete(s.Metric, "cluster")
-		names := make([]string, 0, len(s.Metric))
-		for n := range s.Metric {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		var sb strings.Builder
-		for _, n := range names {
-			fmt.Fprintf(&sb, "%s=%q,", n, s.Metric[n])
-		}
-		v, _ := s.Value[1].(string)
-		out[sb.String()] = v
-	}
-	return out, nil
 }
 
 func sameResults(a, b map[string]string, valuesOnly bool) error {
