@@ -41,6 +41,7 @@ import (
 	"github.com/panorama-obs/panorama/collector/kube"
 	"github.com/panorama-obs/panorama/federation/pushdown"
 	"github.com/panorama-obs/panorama/internal/grpctls"
+	"github.com/panorama-obs/panorama/internal/server"
 )
 
 // Options are the collector's command-line settings.
@@ -436,7 +437,7 @@ func (c *Collector) close() {
 func (c *Collector) Mount(handle func(pattern string, h http.Handler)) {
 	r := route.New()
 	c.api.Register(r)
-	handle("/api/v1/", http.StripPrefix("/api/v1", r))
+	handle("/api/v1/", server.GzipFast(http.StripPrefix("/api/v1", r)))
 	handle("/api/v1/topology", c.whenReady(c.serveTopology))
 	handle("/federate", c.whenReady(c.serveFederate))
 }

@@ -29,6 +29,8 @@ import (
 	"github.com/prometheus/prometheus/util/notifications"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/thanos/pkg/query"
+
+	"github.com/panorama-obs/panorama/internal/server"
 )
 
 // Mount adds the federator's HTTP endpoints under mux-style patterns:
@@ -37,7 +39,7 @@ import (
 func (f *Federator) Mount(handle func(pattern string, h http.Handler)) {
 	r := route.New()
 	f.api.Register(r)
-	handle("/api/v1/", gzipFast(http.StripPrefix("/api/v1", f.withRequestOptions(r))))
+	handle("/api/v1/", server.GzipFast(http.StripPrefix("/api/v1", f.withRequestOptions(r))))
 	handle("/api/v1/stores", f.whenReady(f.serveStores))
 	handle("/api/v1/metadata", f.whenReady(f.serveMetadata))
 }

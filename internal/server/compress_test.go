@@ -1,4 +1,4 @@
-package federation
+package server
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ func TestGzipFast(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(body)
 	})}
-	srv := httptest.NewServer(gzipFast(inner))
+	srv := httptest.NewServer(GzipFast(inner))
 	defer srv.Close()
 	for _, tc := range []struct {
 		accept, encoding string
