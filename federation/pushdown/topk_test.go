@@ -37,8 +37,7 @@ func TestTopkOneMore(t *testing.T) {
 		for i := range 12 + rng.IntN(30) {
 			lset := labels.FromStrings("__name__", "x", "g", strconv.Itoa(rng.IntN(3)), "i", strconv.Itoa(i))
 			if rng.IntN(4) == 0 {
-				// A set that is a prefix of others': attaching labels
-				// would reorder it (TestOrderWith).
+				// Label sets of other lengths, a prefix of others'.
 				lset = labels.FromStrings("__name__", "x", "g", strconv.Itoa(rng.IntN(3)))
 				if slices.ContainsFunc(lsets, func(l labels.Labels) bool { return labels.Equal(l, lset) }) {
 					continue
