@@ -221,13 +221,19 @@ func (s *Server) closeListeners() {
 
 // SignalActor returns oklog/run functions that stop on SIGINT/SIGTERM and
 // reload on SIGHUP.
+//
+// The signals are taken from the call on, not from when the run group
+// starts the actor: the group starts its actors concurrently, and a
+// SIGTERM sent as soon as the server answered (a test stopping a
+// collector it just queried; seen in CI) must not meet the default
+// action, which kills the process without a graceful stop.
 func (s *Server) SignalActor() (func() error, func(error)) {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	ctx, cancel := context.WithCancel(context.Background())
 	return func() error {
-			term := make(chan os.Signal, 1)
-			signal.Notify(term, os.Interrupt, syscall.SIGTERM)
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(term)
 			defer signal.Stop(hup)
 			for {

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
@@ -129,5 +131,30 @@ func TestServerRejectsBadWebConfig(t *testing.T) {
 	_, err := New(promslog.NewNopLogger(), flags, NewRegistry("test"))
 	if err == nil || !strings.Contains(err.Error(), "--web.config.file="+path) {
 		t.Fatalf("error %v does not name the file", err)
+	}
+}
+
+// TestSignalActorTakesSignalsFromTheCall: a SIGTERM that comes after
+// SignalActor is called but before the run group has started the actor
+// (which it does concurrently with the server) stops the actor gracefully
+// instead of killing the process (this test's, then).
+func TestSignalActorTakesSignalsFromTheCall(t *testing.T) {
+	s := newTestServer(t, "")
+	execute, interrupt := s.SignalActor()
+	defer interrupt(nil)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Let the signal arrive before the actor runs.
+	time.Sleep(100 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- execute() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("actor: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the SIGTERM sent before the actor ran did not stop it")
 	}
 }
