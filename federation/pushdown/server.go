@@ -53,7 +53,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	ext := labels.EmptyLabels()
 	keeps, topk := keepsInputLabels(req.Query)
 	if s.Unattached != nil {
-		if req.Parts || topk || (keeps && req.EncodeJSON && req.StepMs == 0) {
+		if req.Parts || topk != nil || (keeps && req.EncodeJSON && req.StepMs == 0) {
 			if uq, l, ok := s.Unattached(ctx, req); ok {
 				q, ext = uq, l
 			}
@@ -74,16 +74,16 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 		return status.Errorf(codes.InvalidArgument, "bad range: start %d, end %d, step %d ms", req.StartMs, req.EndMs, req.StepMs)
 	}
 	var res *promql.Result
-	if req.SortSeries && topk {
+	if req.SortSeries && topk != nil {
 		// topk or bottomk of a function of each series: k+1 in the
 		// storage's order decides without the label order, unless the
 		// k-th and the one more tie (topk.go). Anything amiss (an error,
 		// a limit, an annotation) leaves it to the evaluation below.
-		if oneMore, a, k, ok := topkOneMore(req.Query); ok {
+		if oneMore, k, ok := topkOneMore(topk); ok {
 			if qry, err := newQuery(ctx, engine, q, req, oneMore); err == nil {
 				defer qry.Close()
 				if r := qry.Exec(ctx); r.Err == nil && len(r.Warnings) == 0 {
-					if v, ok := keepK(r.Value, a, k); ok {
+					if v, ok := keepK(r.Value, topk, k); ok {
 						res = &promql.Result{Value: v}
 					}
 				}
@@ -227,21 +227,22 @@ func newQuery(ctx context.Context, engine promql.QueryEngine, q storage.Queryabl
 // labels of a series of its input, some perhaps dropped (the metric name)
 // but none added, changed or read by name: a selector, functions of each
 // series, arithmetic and comparison with numbers, or topk or bottomk (with
-// a number for k) of those (topk). Labels that every input series has can
+// a number for k) of those (topk, that aggregation). Labels that every
+// input series has can
 // then be added to the answer instead: to the few winners of topk, or as
 // the answer is encoded as JSON; an expression of single series answered
 // as series would have as many copied as go in.
-func keepsInputLabels(query string) (keeps, topk bool) {
+func keepsInputLabels(query string) (keeps bool, topk *parser.AggregateExpr) {
 	e, err := parser.ParseExpr(query)
 	if err != nil {
-		return false, false
+		return false, nil
 	}
 	e = Unparen(e)
 	if a, ok := e.(*parser.AggregateExpr); ok && (a.Op == parser.TOPK || a.Op == parser.BOTTOMK) {
 		if _, ok := Unparen(a.Param).(*parser.NumberLiteral); !ok {
-			return false, false
+			return false, nil
 		}
-		e, topk = a.Expr, true
+		e, topk = a.Expr, a
 	}
 	keeps = true
 	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
@@ -260,7 +261,10 @@ func keepsInputLabels(query string) (keeps, topk bool) {
 		}
 		return nil
 	})
-	return keeps, topk && keeps
+	if !keeps {
+		return false, nil
+	}
+	return true, topk
 }
 
 // readsLabels are the functions whose answer's labels are not their input

@@ -187,7 +187,7 @@ func TestKeepsInputLabels(t *testing.T) {
 		`scalar(x)`:                                     {false, false},
 		`not a query (`:                                 {false, false},
 	} {
-		if keeps, topk := keepsInputLabels(q); keeps != want[0] || topk != want[1] {
+		if keeps, topk := keepsInputLabels(q); keeps != want[0] || (topk != nil) != want[1] {
 			t.Errorf("%s: %v, %v, want %v", q, keeps, topk, want)
 		}
 	}

@@ -36,26 +36,19 @@ import (
 // are kept and the order is read anyway.
 const maxOneMoreK = 10000
 
-// topkOneMore is query, a topk or bottomk of a number k (at least 1, at
-// most maxOneMoreK), as the same aggregation of k+1, with the aggregation
-// and k; ok false for any other query.
-func topkOneMore(query string) (oneMore string, a *parser.AggregateExpr, k int, ok bool) {
-	e, err := parser.ParseExpr(query)
-	if err != nil {
-		return "", nil, 0, false
-	}
-	a, ok = Unparen(e).(*parser.AggregateExpr)
-	if !ok || (a.Op != parser.TOPK && a.Op != parser.BOTTOMK) {
-		return "", nil, 0, false
-	}
+// topkOneMore is a, a topk or bottomk of a number k (keepsInputLabels),
+// as the same aggregation of k+1, with k; ok false unless k is at least 1
+// and at most maxOneMoreK.
+func topkOneMore(a *parser.AggregateExpr) (oneMore string, k int, ok bool) {
 	n, ok := Unparen(a.Param).(*parser.NumberLiteral)
 	if !ok || !(n.Val >= 1 && n.Val <= maxOneMoreK) {
-		return "", nil, 0, false
+		return "", 0, false
 	}
 	// The engine's k is the parameter truncated.
 	k = int(n.Val)
-	a.Param = &parser.NumberLiteral{Val: float64(k + 1)}
-	return a.String(), a, k, true
+	b := *a
+	b.Param = &parser.NumberLiteral{Val: float64(k + 1)}
+	return b.String(), k, true
 }
 
 // keepK is v, the answer of a's aggregation of k+1 (a vector, or a

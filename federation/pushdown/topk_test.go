@@ -97,7 +97,11 @@ func TestTopkOneMore(t *testing.T) {
 				}
 
 				// Whether k+1 decided.
-				oneMore, a, k, ok := topkOneMore(q)
+				_, a := keepsInputLabels(q)
+				if a == nil {
+					t.Fatalf("%s: not taken for a topk of single series", q)
+				}
+				oneMore, k, ok := topkOneMore(a)
 				if !ok {
 					t.Fatalf("%s: not tried with k+1", q)
 				}
