@@ -1,6 +1,8 @@
 package pushdown
 
 import (
+	"slices"
+
 	jsoniter "github.com/json-iterator/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
@@ -15,30 +17,36 @@ import (
 // it had them. It returns them with their count as the engine counts
 // samples against --query.max-samples (a native histogram by its size).
 func VectorJSON(v promql.Vector, ext labels.Labels) ([]byte, int, error) {
+	return AppendVectorJSON(nil, v, ext)
+}
+
+// AppendVectorJSON is VectorJSON appending to dst, which a caller encoding
+// one batch after another reuses.
+func AppendVectorJSON(dst []byte, v promql.Vector, ext labels.Labels) ([]byte, int, error) {
 	if len(v) == 0 {
-		return nil, 0, nil
+		return dst, 0, nil
 	}
 	var extList []labels.Label
-	extSize := 0
-	ext.Range(func(l labels.Label) {
-		extList = append(extList, l)
-		extSize += len(l.Name) + len(l.Value) + 6
-	})
+	ext.Range(func(l labels.Label) { extList = append(extList, l) })
 	n := 0
-	size := 0
 	for _, s := range v {
 		if s.H != nil {
 			n += (s.H.Size() + 8) / 16
 		} else {
 			n++
 		}
-		// A guess, to allocate once: the labels and their quotes, and a
-		// value.
-		size += 48 + extSize
-		s.Metric.Range(func(l labels.Label) { size += len(l.Name) + len(l.Value) + 6 })
+	}
+	if cap(dst)-len(dst) < 64*len(v) {
+		// A guess, to grow once: the first sample's size for every one.
+		one := 48
+		v[0].Metric.Range(func(l labels.Label) { one += len(l.Name) + len(l.Value) + 6 })
+		for _, l := range extList {
+			one += len(l.Name) + len(l.Value) + 6
+		}
+		dst = slices.Grow(dst, one*len(v)+one/2*len(v)/8)
 	}
 	stream := jsoniter.NewStream(jsoniter.ConfigCompatibleWithStandardLibrary, nil, 0)
-	stream.SetBuffer(make([]byte, 0, size))
+	stream.SetBuffer(dst)
 	for i, s := range v {
 		if i > 0 {
 			stream.WriteMore()
@@ -46,30 +54,46 @@ func VectorJSON(v promql.Vector, ext labels.Labels) ([]byte, int, error) {
 		writeSampleJSON(stream, s, extList)
 	}
 	if stream.Error != nil {
-		return nil, 0, stream.Error
+		return dst, 0, stream.Error
 	}
 	return stream.Buffer(), n, nil
+}
+
+// appendJSONString appends str as jsoniter's Stream.WriteString writes
+// it (which Prometheus' encoding uses): a string with no control
+// character, quote or backslash as it is, between quotes (other bytes,
+// invalid UTF-8 too, pass as they are); any other through stream.
+func appendJSONString(b []byte, stream *jsoniter.Stream, str string) []byte {
+	for i := 0; i < len(str); i++ {
+		if c := str[i]; c < 0x20 || c == '"' || c == '\\' {
+			stream.SetBuffer(b)
+			stream.WriteString(str)
+			return stream.Buffer()
+		}
+	}
+	b = append(b, '"')
+	b = append(b, str...)
+	return append(b, '"')
 }
 
 // writeSampleJSON is Prometheus' marshalSampleJSON (web/api/v1) with the
 // labels extra merged into the metric: TestVectorJSON and
 // FuzzVectorJSON hold it to Prometheus' own encoding.
 func writeSampleJSON(stream *jsoniter.Stream, s promql.Sample, extra []labels.Label) {
-	stream.WriteObjectStart()
-	stream.WriteObjectField(`metric`)
-	stream.WriteObjectStart()
+	// The metric appended to a local slice: the stream's own would be
+	// written back to the heap at every append.
+	b := append(stream.Buffer(), `{"metric":{`...)
 	first := true
-	label := func(name, value string) {
+	labelsort.RangeWith(s.Metric, extra, func(l labels.Label) {
 		if !first {
-			stream.WriteMore()
+			b = append(b, ',')
 		}
 		first = false
-		stream.WriteString(name)
-		stream.WriteRaw(`:`)
-		stream.WriteString(value)
-	}
-	labelsort.RangeWith(s.Metric, extra, func(l labels.Label) { label(l.Name, l.Value) })
-	stream.WriteObjectEnd()
+		b = appendJSONString(b, stream, l.Name)
+		b = append(b, ':')
+		b = appendJSONString(b, stream, l.Value)
+	})
+	stream.SetBuffer(append(b, '}'))
 	stream.WriteMore()
 	if s.H == nil {
 		stream.WriteObjectField(`value`)

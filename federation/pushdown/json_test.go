@@ -51,11 +51,13 @@ func (s *jsonSender) SendJSON(b []byte, n int) error {
 }
 
 // TestServerAnswersJSON: asked for JSON, a leaf sends its instant vector's
-// samples as Prometheus' API encodes them, in batches, counted as the
-// engine counts them; the batches joined are the API's vector. A range
-// query's answer is series whatever is asked.
+// samples as Prometheus' API encodes them, in messages of about
+// jsonMessageBytes, counted as the engine counts them; the messages joined
+// are the API's vector. A range query's answer is series whatever is
+// asked.
 func TestServerAnswersJSON(t *testing.T) {
-	const n = batchSize + 7
+	// Samples of at least 40 bytes: more than one message.
+	const n = jsonMessageBytes/40 + 7
 	s, h, now := vectorServer(t, n, func(i int) labels.Labels {
 		return labels.FromStrings("__name__", "x", "i", strconv.Itoa(i), "q", `a"<b>`)
 	}, func(i int) float64 {
@@ -70,8 +72,13 @@ func TestServerAnswersJSON(t *testing.T) {
 	if err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli(), EncodeJSON: true}, out); err != nil {
 		t.Fatal(err)
 	}
-	if len(out.samples) != 2 || out.series != 0 {
-		t.Fatalf("%d JSON batches and %d series, want 2 and 0", len(out.samples), out.series)
+	if len(out.samples) < 2 || out.series != 0 {
+		t.Fatalf("%d JSON messages and %d series, want more than one and 0", len(out.samples), out.series)
+	}
+	for i, b := range out.samples[:len(out.samples)-1] {
+		if len(b) < jsonMessageBytes {
+			t.Errorf("message %d of %d holds %d bytes, under %d", i, len(out.samples), len(b), jsonMessageBytes)
+		}
 	}
 	joined := []byte{'['}
 	for i, b := range out.samples {
@@ -208,4 +215,24 @@ func FuzzVectorJSON(f *testing.F) {
 			t.Fatalf("got\n%s\nwant\n%s", got, want)
 		}
 	})
+}
+
+// BenchmarkVectorJSON: a leaf's JSON answer to a raw selector, 1,600
+// series of six labels with the external label written in.
+func BenchmarkVectorJSON(b *testing.B) {
+	v := make(promql.Vector, 1600)
+	for i := range v {
+		v[i] = promql.Sample{T: 1795452730000, F: float64(i) * 1.5, Metric: labels.FromStrings(
+			"__name__", "http_requests_total", "code", "500", "instance", "target-"+strconv.Itoa(i/8)+":9100",
+			"job", "api", "method", "get", "path", "/api/v"+strconv.Itoa(i%8))}
+	}
+	ext := labels.FromStrings("cluster", "leaf-00")
+	b.ReportAllocs()
+	for b.Loop() {
+		for start := 0; start < len(v); start += batchSize {
+			if _, _, err := VectorJSON(v[start:min(start+batchSize, len(v))], ext); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }

@@ -47,6 +47,10 @@ type Server struct {
 // batchSize is how many series go in one response message.
 const batchSize = 256
 
+// jsonMessageBytes is about how much JSON one message of an EncodeJSON
+// answer holds: batches of series are encoded into it until it is full.
+const jsonMessageBytes = 256 << 10
+
 // Eval implements Evaluator.
 func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	ctx, q := s.Queryable(ctx, req)
@@ -167,13 +171,25 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	switch v := res.Value.(type) {
 	case promql.Vector:
 		if req.EncodeJSON {
+			// Batches of series into one buffer, sent (copied by the
+			// codec) each time it holds jsonMessageBytes.
+			var buf []byte
+			count := 0
 			for start := 0; start < len(v); start += batchSize {
-				b, n, err := VectorJSON(v[start:min(start+batchSize, len(v))], ext)
-				if err != nil {
+				if len(buf) > 0 {
+					buf = append(buf, ',')
+				}
+				var n int
+				var err error
+				if buf, n, err = AppendVectorJSON(buf, v[start:min(start+batchSize, len(v))], ext); err != nil {
 					return status.Error(codes.Internal, err.Error())
 				}
-				if err := out.SendJSON(b, n); err != nil {
-					return err
+				count += n
+				if len(buf) >= jsonMessageBytes || start+batchSize >= len(v) {
+					if err := out.SendJSON(buf, count); err != nil {
+						return err
+					}
+					buf, count = buf[:0], 0
 				}
 			}
 			return nil

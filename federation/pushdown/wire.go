@@ -217,7 +217,8 @@ type Sender interface {
 	// SendJSON sends samples encoded as Prometheus' query API does, for
 	// Request.EncodeJSON: the JSON objects of one or more samples,
 	// separated by commas; n counts them as the engine counts samples
-	// against --query.max-samples.
+	// against --query.max-samples. samples is only read during the call:
+	// the caller reuses it.
 	SendJSON(samples []byte, n int) error
 }
 
