@@ -42,6 +42,44 @@ func encodedResultAccepted(ctx context.Context) bool {
 	return ok
 }
 
+type setLabelsKey struct{}
+
+// withEncodedRelay marks ctx as a parent's push-down request for its
+// answer in JSON (pushdown.Request.EncodeJSON) with the labels set above
+// (Request.SetLabels): an answer made of the leaves' JSON is passed on as
+// it is (pushdown.Encoded), a level of a cascade encoding nothing itself.
+func withEncodedRelay(ctx context.Context, set labels.Labels) context.Context {
+	return context.WithValue(withEncodedResult(ctx), setLabelsKey{}, set)
+}
+
+// setLabelsFrom returns the labels set above (withEncodedRelay).
+func setLabelsFrom(ctx context.Context) labels.Labels {
+	set, _ := ctx.Value(setLabelsKey{}).(labels.Labels)
+	return set
+}
+
+// jsonSetLabels are the labels the leaves write into the JSON of each
+// sample for an encoded answer: those set above and the federator's own,
+// which it attaches to every series. Not ok when a name is in both: which
+// value wins is then the federators' to decide, one after the other.
+func jsonSetLabels(above, own labels.Labels) (labels.Labels, bool) {
+	switch {
+	case above.IsEmpty():
+		return own, true
+	case own.IsEmpty():
+		return above, true
+	}
+	b := labels.NewBuilder(above)
+	ok := true
+	own.Range(func(l labels.Label) {
+		if above.Has(l.Name) {
+			ok = false
+		}
+		b.Set(l.Name, l.Value)
+	})
+	return b.Labels(), ok
+}
+
 // encodedVector is an instant vector already encoded as the JSON of
 // Prometheus' query API: each part holds the comma-separated JSON of
 // samples, as Prometheus encodes one promql.Sample; samples counts them as
@@ -52,6 +90,9 @@ type encodedVector struct {
 }
 
 func (encodedVector) Type() parser.ValueType { return parser.ValueTypeVector }
+
+// EncodedParts implements pushdown.Encoded.
+func (v encodedVector) EncodedParts() ([][]byte, int) { return v.parts, v.samples }
 
 func (v encodedVector) String() string {
 	return fmt.Sprintf("instant vector of %d samples, encoded", v.samples)
@@ -138,11 +179,17 @@ var errNotEncodable = errors.New("a leaf's answer to an instant query has a seri
 
 // encodeSamples returns the JSON of series, as the engine would select
 // them at time t from the leaf's answer: a float or a histogram at t, and
-// not a stale marker (pushdown.VectorJSON), with their count as the
-// engine counts samples.
-func encodeSamples(series []*prompb.TimeSeries, t int64) ([]byte, int, error) {
+// not a stale marker (pushdown.VectorJSON), with the labels set written
+// in and their count as the engine counts samples. A series that has a
+// label of set's names already is not encodable.
+func encodeSamples(series []*prompb.TimeSeries, t int64, set labels.Labels) ([]byte, int, error) {
 	vec := make(promql.Vector, 0, len(series))
 	for _, ts := range series {
+		for _, l := range ts.Labels {
+			if set.Has(l.Name) {
+				return nil, 0, errNotEncodable
+			}
+		}
 		switch {
 		case len(ts.Samples) == 1 && len(ts.Histograms) == 0 && ts.Samples[0].Timestamp == t:
 			if value.IsStaleNaN(ts.Samples[0].Value) {
@@ -155,5 +202,5 @@ func encodeSamples(series []*prompb.TimeSeries, t int64) ([]byte, int, error) {
 			return nil, 0, errNotEncodable
 		}
 	}
-	return pushdown.VectorJSON(vec, labels.EmptyLabels())
+	return pushdown.VectorJSON(vec, set)
 }

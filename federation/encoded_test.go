@@ -2,8 +2,10 @@ package federation
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -179,7 +181,7 @@ func TestEncodeSamples(t *testing.T) {
 		{Labels: lset("stale"), Samples: []thanosprompb.Sample{{Timestamp: at, Value: math.Float64frombits(value.StaleNaN)}}},
 		{Labels: lset("nan"), Samples: []thanosprompb.Sample{{Timestamp: at, Value: math.NaN()}}},
 	}
-	out, n, err := encodeSamples(series, at)
+	out, n, err := encodeSamples(series, at, labels.EmptyLabels())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,12 +189,25 @@ func TestEncodeSamples(t *testing.T) {
 	if string(out) != want || n != 2 {
 		t.Errorf("got %d samples\n%s\nwant 2\n%s", n, out, want)
 	}
+	// The labels set above and the federator's own are written in; a
+	// series that has one of their names already is not encodable.
+	set := labels.FromStrings("region", "r0", "zone", "z")
+	withSet, _, err := encodeSamples(series[:1], at, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"metric":{"__name__":"x","i":"a","region":"r0","zone":"z"},"value":[1,"1.5"]}`; string(withSet) != want {
+		t.Errorf("with labels set: got\n%s\nwant\n%s", withSet, want)
+	}
+	if _, _, err := encodeSamples(series[:1], at, labels.FromStrings("i", "b")); err != errNotEncodable {
+		t.Errorf("a series with a label to set: got %v, want errNotEncodable", err)
+	}
 	for _, bad := range []*thanosprompb.TimeSeries{
 		{Labels: lset("late"), Samples: []thanosprompb.Sample{{Timestamp: at + 1, Value: 1}}},
 		{Labels: lset("two"), Samples: []thanosprompb.Sample{{Timestamp: at - 1, Value: 1}, {Timestamp: at, Value: 2}}},
 		{Labels: lset("none")},
 	} {
-		if _, _, err := encodeSamples([]*thanosprompb.TimeSeries{bad}, at); err != errNotEncodable {
+		if _, _, err := encodeSamples([]*thanosprompb.TimeSeries{bad}, at, labels.EmptyLabels()); err != errNotEncodable {
 			t.Errorf("%s: got %v, want errNotEncodable", bad.Labels, err)
 		}
 	}
@@ -232,6 +247,132 @@ func TestEncodedCodec(t *testing.T) {
 		}
 		if string(got) != string(want) {
 			t.Errorf("got\n%s\nwant\n%s", got, want)
+		}
+	}
+}
+
+// TestEncodedCascade: through a cascade, an answer made of the leaves'
+// JSON passes each level as it is. A region asks its collectors to write
+// in the labels set above and its own (pushdown.Request.SetLabels), and
+// passes their JSON on; a federator with --label encodes its answer
+// likewise. The answers equal those without push-down at every level.
+// Where a collector stores series with a label of the region's name,
+// which the region's label replaces, the collector refuses and the region
+// answers the general way, equally.
+func TestEncodedCascade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two collectors and five federators")
+	}
+	var regions, pulled []string
+	var regionFeds, pulledFeds []*testFederator
+	for i, cluster := range []string{"east", "west"} {
+		w := workload(float64(i + 1))
+		if cluster == "east" {
+			// Series of its own with a label of the region's name.
+			for _, s := range w {
+				if s.lset.Get("code") == "200" {
+					w = append(w, testSeries{lset: labels.NewBuilder(s.lset).Set("region", "stored").Set("instance", "other:1").Labels(), samples: s.samples})
+				}
+			}
+		}
+		rc := startCollector(t, cluster)
+		rc.write(t, w)
+		opts := testOptions(rc.c.GRPCAddr())
+		opts.ExternalLabels = labels.FromStrings("region", "r"+strconv.Itoa(i))
+		region := startFederator(t, opts)
+		regionFeds = append(regionFeds, region)
+		regions = append(regions, region.f.GRPCAddr())
+		opts.PushDown = false
+		pulledFeds = append(pulledFeds, startFederator(t, opts))
+		pulled = append(pulled, pulledFeds[i].f.GRPCAddr())
+	}
+	global := startFederator(t, testOptions(regions...))
+	pullOpts := testOptions(pulled...)
+	pullOpts.PushDown = false
+	globalPull := startFederator(t, pullOpts)
+
+	for _, q := range []string{
+		`http_requests_total`,
+		`http_requests_total{code="500"}`,
+		`http_requests_total{region="r1"}`,
+		`rate(http_requests_total{code="500"}[5m])`,
+		`http_requests_total{region="stored"}`,
+	} {
+		for name, pair := range map[string][2]string{
+			"global":    {global.url, globalPull.url},
+			"region r0": {regionFeds[0].url, pulledFeds[0].url},
+			"region r1": {regionFeds[1].url, pulledFeds[1].url},
+		} {
+			params := instant(q)
+			got, want := get(t, pair[0], "/api/v1/query", params), get(t, pair[1], "/api/v1/query", params)
+			mustSucceed(t, name+" "+q, got)
+			mustSucceed(t, "without push-down "+q, want)
+			if normalized(got.Data) != normalized(want.Data) {
+				t.Errorf("%s %s: pushed down\n%s\npulled\n%s", name, params.Get("query"), normalized(got.Data), normalized(want.Data))
+			}
+			// (The region's label replaces a stored one: nothing is
+			// left with region="stored".)
+			if name == "global" && !strings.Contains(q, "stored") && len(want.result(t).Result) == 0 {
+				t.Errorf("%s %s: empty answer", name, params.Get("query"))
+			}
+		}
+	}
+
+	// The paths taken: the global federator's answer is the regions'
+	// JSON; a region asked for JSON with a label set above passes on its
+	// collector's, with both labels written in, unless the collector
+	// stores series with the region's label name.
+	at := time.UnixMilli(queryTime.UnixMilli())
+	above := labels.FromStrings("top", "t")
+	for _, tc := range []struct {
+		name    string
+		f       *testFederator
+		ctx     context.Context
+		q       string
+		encoded bool
+	}{
+		{"global", global, withEncodedResult(context.Background()), `http_requests_total{code="500"}`, true},
+		{"region r1", regionFeds[1], withEncodedRelay(context.Background(), above), `http_requests_total{code="500"}`, true},
+		{"region r1, no label above", regionFeds[1], withEncodedRelay(context.Background(), labels.EmptyLabels()), `http_requests_total{code="500"}`, true},
+		{"region r0, a stored region label", regionFeds[0], withEncodedRelay(context.Background(), above), `http_requests_total`, false},
+		{"region r1, a label above that is its own", regionFeds[1], withEncodedRelay(context.Background(), labels.FromStrings("region", "x")), `http_requests_total`, false},
+	} {
+		qry, err := tc.f.f.Engine().NewInstantQuery(tc.ctx, tc.f.f.Queryable(), nil, tc.q, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := qry.Exec(tc.ctx)
+		qry.Close()
+		if res.Err != nil {
+			t.Fatalf("%s: %v", tc.name, res.Err)
+		}
+		v, ok := res.Value.(encodedVector)
+		if ok != tc.encoded {
+			t.Errorf("%s: answered as %T, want encoded %v", tc.name, res.Value, tc.encoded)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		b, _ := v.MarshalJSON()
+		var samples []struct{ Metric map[string]string }
+		if err := json.Unmarshal(b, &samples); err != nil || len(samples) == 0 {
+			t.Fatalf("%s: %v, %s", tc.name, err, b)
+		}
+		for _, s := range samples {
+			want := map[string]string{"region": "r1", "cluster": "west"}
+			if tc.name == "global" {
+				delete(want, "cluster")
+			}
+			setLabelsFrom(tc.ctx).Range(func(l labels.Label) { want[l.Name] = l.Value })
+			for name, value := range want {
+				if name == "region" && tc.name == "global" {
+					continue
+				}
+				if s.Metric[name] != value {
+					t.Errorf("%s: a sample without %s=%q: %v", tc.name, name, value, s.Metric)
+				}
+			}
 		}
 	}
 }

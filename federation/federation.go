@@ -317,7 +317,13 @@ func (f *Federator) newGRPCServer(kl log.Logger) (*grpc.Server, error) {
 		// A parent's smaller limit applies here and is forwarded on.
 		Limited: func(maxSamples int) promql.QueryEngine { return f.engine.withMaxSamples(maxSamples) },
 		Queryable: func(ctx context.Context, req *pushdown.Request) (context.Context, storage.Queryable) {
-			return WithRequestOptions(ctx, RequestOptions{PartialResponse: req.PartialResponse, Dedup: req.Dedup, ReplicaLabels: req.ReplicaLabels}), f.queryable
+			ctx = WithRequestOptions(ctx, RequestOptions{PartialResponse: req.PartialResponse, Dedup: req.Dedup, ReplicaLabels: req.ReplicaLabels})
+			if req.EncodeJSON && req.StepMs == 0 {
+				// The answer only goes on as JSON: an answer made of
+				// this federator's leaves' JSON is passed on as it is.
+				ctx = withEncodedRelay(ctx, req.SetLabels)
+			}
+			return ctx, f.queryable
 		},
 	}})
 	return srv, nil

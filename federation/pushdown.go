@@ -523,11 +523,14 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 		samples int
 	}
 	own := p.e.f.opts.ExternalLabels
-	// The whole answer is the leaves' answers, and the query API only
-	// encodes it: the leaves answer in JSON, and a leaf that answers with
-	// series has them encoded as they come (encoded.go).
+	// The whole answer is the leaves' answers, and the query API (or a
+	// parent's push-down request, withEncodedRelay) only encodes it: the
+	// leaves answer in JSON with the labels set above and the federator's
+	// own written in, and a leaf that answers with series has them encoded
+	// as they come (encoded.go).
+	set, setOK := jsonSetLabels(setLabelsFrom(ctx), own)
 	encode := p.step == 0 && len(nodes) == 1 && pulled == 0 && nodes[0].agg == nil &&
-		pushdown.Unparen(p.expr) == nodes[0].expr && own.IsEmpty() && encodedResultAccepted(ctx)
+		pushdown.Unparen(p.expr) == nodes[0].expr && setOK && encodedResultAccepted(ctx)
 	if _, err := p.e.limit.Insert(ctx, p.pull.String()); err != nil {
 		return nil, err
 	}
@@ -546,12 +549,18 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 			// Ties of topk and bottomk go as the engine meets the series.
 			r.SortSeries = n.agg != nil && (n.agg.Op == parser.TOPK || n.agg.Op == parser.BOTTOMK)
 			r.EncodeJSON = encode
+			if encode {
+				r.SetLabels = set
+			}
 			a := &answers[k]
 			a.err = p.e.call(ctx, c.addr, &r, func(resp *pushdown.Response) error {
 				var series []*prompb.TimeSeries
 				switch {
 				case resp.JSON != nil && !encode:
 					return errors.New("JSON samples, not asked for")
+				case resp.JSON != nil && !set.IsEmpty() && !resp.LabelsSet:
+					// A leaf before pushdown.Request.SetLabels.
+					return errNotPushed{fmt.Sprintf("leaf %s: JSON samples without the labels to set", c.addr)}
 				case resp.JSON != nil:
 					a.json = append(a.json, resp.JSON)
 					a.samples += resp.Samples
@@ -563,7 +572,7 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 				}
 				switch {
 				case series != nil && encode:
-					b, n, err := encodeSamples(series, r.StartMs)
+					b, n, err := encodeSamples(series, r.StartMs, set)
 					a.json = append(a.json, b)
 					a.samples += n
 					return err

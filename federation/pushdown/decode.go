@@ -29,6 +29,8 @@ type Response struct {
 	// Samples their count; the QueryResponse is then empty.
 	JSON    []byte
 	Samples int
+	// LabelsSet: the JSON has the request's SetLabels written in.
+	LabelsSet bool
 }
 
 // errSlow sends a message to querypb's own Unmarshal.
@@ -66,6 +68,9 @@ func (r *Response) unmarshalJSON(b []byte) error {
 				return errors.New("pushdown: malformed JSON samples message")
 			}
 			r.Samples = int(n)
+		case num == fieldJSONLabelsSet && typ == protowire.VarintType:
+			n, _ := protowire.ConsumeVarint(v)
+			r.LabelsSet = n != 0
 		default:
 			return errors.New("pushdown: malformed JSON samples message")
 		}

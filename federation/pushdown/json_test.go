@@ -1,10 +1,12 @@
 package pushdown
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 
 	jsoniter "github.com/json-iterator/go"
@@ -13,6 +15,8 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/thanos/pkg/api/query/querypb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -23,6 +27,8 @@ type jsonSender struct {
 	samples [][]byte
 	n       int
 	series  int
+	// labelsSet counts the messages that said the labels to set are in.
+	labelsSet int
 }
 
 func (s *jsonSender) Send(r *querypb.QueryResponse) error {
@@ -32,8 +38,8 @@ func (s *jsonSender) Send(r *querypb.QueryResponse) error {
 	return nil
 }
 
-func (s *jsonSender) SendJSON(b []byte, n int) error {
-	m := &jsonSamples{json: b, n: n}
+func (s *jsonSender) SendJSON(b []byte, n int, labelsSet bool) error {
+	m := &jsonSamples{json: b, n: n, labelsSet: labelsSet}
 	buf := make([]byte, m.Size())
 	if k, err := m.MarshalToSizedBuffer(buf); err != nil || k != len(buf) {
 		s.t.Fatalf("marshal: %d of %d bytes, %v", k, len(buf), err)
@@ -44,6 +50,12 @@ func (s *jsonSender) SendJSON(b []byte, n int) error {
 	}
 	if back.GetResult() != nil {
 		s.t.Errorf("a JSON message decoded with a result: %v", back.GetResult())
+	}
+	if back.LabelsSet != labelsSet {
+		s.t.Errorf("sent with labels set %v, decoded %v", labelsSet, back.LabelsSet)
+	}
+	if back.LabelsSet {
+		s.labelsSet++
 	}
 	s.samples = append(s.samples, back.JSON)
 	s.n += back.Samples
@@ -112,6 +124,34 @@ func TestServerAnswersJSON(t *testing.T) {
 	wantN := n + (h.ToFloat(nil).Size()+8)/16
 	if out.n != wantN {
 		t.Errorf("counted %d samples, want %d", out.n, wantN)
+	}
+
+	if out.labelsSet != 0 {
+		t.Errorf("%d messages say labels to set are written in, none asked for", out.labelsSet)
+	}
+
+	// Labels to set are written into every sample, as if attached, and
+	// every message says so; a series that has one of their names makes
+	// the leaf refuse.
+	set := labels.FromStrings("region", "r0", "top", "t")
+	out = &jsonSender{t: t}
+	if err := s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli(), EncodeJSON: true, SetLabels: set}, out); err != nil {
+		t.Fatal(err)
+	}
+	if out.labelsSet != len(out.samples) || len(out.samples) < 2 {
+		t.Errorf("%d of %d messages say the labels to set are written in", out.labelsSet, len(out.samples))
+	}
+	attached := make(promql.Vector, 0, len(res.Value.(promql.Vector)))
+	for _, smp := range res.Value.(promql.Vector) {
+		smp.Metric = labels.NewBuilder(smp.Metric).Set("region", "r0").Set("top", "t").Labels()
+		attached = append(attached, smp)
+	}
+	if got, want := "["+string(bytes.Join(out.samples, []byte{','}))+"]", "["+prometheusJSON(t, attached)+"]"; got != want {
+		t.Errorf("with labels set:\n%.600s\nwant\n%.600s", got, want)
+	}
+	err = s.Eval(context.Background(), &Request{Query: "x", StartMs: now.UnixMilli(), EncodeJSON: true, SetLabels: labels.FromStrings("q", "v")}, &jsonSender{t: t})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `"q"`) {
+		t.Errorf("a label to set that series have: %v, want FailedPrecondition naming it", err)
 	}
 
 	// A range query: series.

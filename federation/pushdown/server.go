@@ -3,6 +3,7 @@ package pushdown
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -122,6 +123,20 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 			return err
 		}
 	}
+	if ev, ok := res.Value.(Encoded); ok && req.EncodeJSON {
+		// A federator's answer made of its own leaves' JSON: passed on.
+		parts, n := ev.EncodedParts()
+		for _, p := range parts {
+			if len(p) == 0 {
+				continue
+			}
+			if err := out.SendJSON(p, n, !req.SetLabels.IsEmpty()); err != nil {
+				return err
+			}
+			n = 0
+		}
+		return nil
+	}
 	_, vector := res.Value.(promql.Vector)
 	if !req.Parts && !ext.IsEmpty() && !(vector && req.EncodeJSON) {
 		// topk's winners, with the labels they would have had (JSON
@@ -171,6 +186,10 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 	switch v := res.Value.(type) {
 	case promql.Vector:
 		if req.EncodeJSON {
+			extra, err := jsonLabels(v, ext, req.SetLabels)
+			if err != nil {
+				return status.Error(codes.FailedPrecondition, err.Error())
+			}
 			// Batches of series into one buffer, sent (copied by the
 			// codec) each time it holds jsonMessageBytes.
 			var buf []byte
@@ -181,12 +200,12 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 				}
 				var n int
 				var err error
-				if buf, n, err = AppendVectorJSON(buf, v[start:min(start+batchSize, len(v))], ext); err != nil {
+				if buf, n, err = AppendVectorJSON(buf, v[start:min(start+batchSize, len(v))], extra); err != nil {
 					return status.Error(codes.Internal, err.Error())
 				}
 				count += n
 				if len(buf) >= jsonMessageBytes || start+batchSize >= len(v) {
-					if err := out.SendJSON(buf, count); err != nil {
+					if err := out.SendJSON(buf, count, !req.SetLabels.IsEmpty()); err != nil {
 						return err
 					}
 					buf, count = buf[:0], 0
@@ -228,6 +247,44 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 		return status.Errorf(codes.InvalidArgument, "push-down answers vectors, and %q is a %s", req.Query, res.Value.Type())
 	}
 	return flush()
+}
+
+// Encoded is an instant vector already encoded as Sender.SendJSON sends
+// it, which Eval passes on as it is: a federator's answer made of its own
+// leaves' JSON (Request.EncodeJSON), with the request's SetLabels and the
+// federator's own labels written in.
+type Encoded interface {
+	parser.Value
+	EncodedParts() (parts [][]byte, samples int)
+}
+
+// jsonLabels are the labels to write into every sample of v's JSON: the
+// leaf's external labels ext, when v's series do not have them attached,
+// and the requester's labels set, which neither ext nor any sample may
+// have already (the requester's would replace it).
+func jsonLabels(v promql.Vector, ext, set labels.Labels) (labels.Labels, error) {
+	if set.IsEmpty() {
+		return ext, nil
+	}
+	var err error
+	set.Range(func(l labels.Label) {
+		if err == nil && ext.Has(l.Name) {
+			err = fmt.Errorf("the label %q to set is an external label of this leaf", l.Name)
+		}
+	})
+	for i := 0; i < len(v) && err == nil; i++ {
+		set.Range(func(l labels.Label) {
+			if err == nil && v[i].Metric.Has(l.Name) {
+				err = fmt.Errorf("a series already has the label %q to set: %s", l.Name, v[i].Metric)
+			}
+		})
+	}
+	if err != nil {
+		return labels.EmptyLabels(), err
+	}
+	b := labels.NewBuilder(ext)
+	set.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
+	return b.Labels(), nil
 }
 
 // newQuery is req's instant or range query of query over q.

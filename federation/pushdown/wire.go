@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/thanos-io/thanos/pkg/api/query/querypb"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -67,6 +68,15 @@ type Request struct {
 	// concatenates them into its own API's answer. A leaf that does not
 	// know the field answers with series, which the requester encodes.
 	EncodeJSON bool
+	// SetLabels, with EncodeJSON, are labels the requester attaches to
+	// every series of its answer (its own --label, and those of the
+	// requesters above it): the leaf writes them into every sample's
+	// metric and says so (Response.LabelsSet), so that the requester can
+	// pass the JSON on as it is. A leaf refuses (FailedPrecondition) when
+	// a sample already has a label of one of their names, which the
+	// requester's label would replace. A leaf before this field ignores
+	// it and does not say so; the requester then answers another way.
+	SetLabels labels.Labels
 }
 
 // Field numbers of Request on the wire.
@@ -85,6 +95,7 @@ const (
 	fieldSortSeries
 	fieldMaxSamples
 	fieldEncodeJSON
+	fieldSetLabels // a message of a name (1) and a value (2), once per label
 )
 
 func (r *Request) appendTo(b []byte) []byte {
@@ -109,6 +120,15 @@ func (r *Request) appendTo(b []byte) []byte {
 		b = protowire.AppendTag(b, fieldPartsGrouping, protowire.BytesType)
 		b = protowire.AppendString(b, l)
 	}
+	r.SetLabels.Range(func(l labels.Label) {
+		var m []byte
+		m = protowire.AppendTag(m, 1, protowire.BytesType)
+		m = protowire.AppendString(m, l.Name)
+		m = protowire.AppendTag(m, 2, protowire.BytesType)
+		m = protowire.AppendString(m, l.Value)
+		b = protowire.AppendTag(b, fieldSetLabels, protowire.BytesType)
+		b = protowire.AppendBytes(b, m)
+	})
 	for _, f := range []struct {
 		n protowire.Number
 		v bool
@@ -136,6 +156,7 @@ func (r *Request) MarshalToSizedBuffer(buf []byte) (int, error) {
 
 func (r *Request) Unmarshal(b []byte) error {
 	*r = Request{}
+	var set []labels.Label
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -157,6 +178,17 @@ func (r *Request) Unmarshal(b []byte) error {
 			default:
 				r.PartsGrouping = append(r.PartsGrouping, s)
 			}
+		case typ == protowire.BytesType && num == fieldSetLabels:
+			m, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("pushdown request: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+			name, value, err := decodeSetLabel(m)
+			if err != nil {
+				return err
+			}
+			set = append(set, labels.Label{Name: name, Value: value})
 		case typ == protowire.VarintType:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
@@ -196,7 +228,50 @@ func (r *Request) Unmarshal(b []byte) error {
 			b = b[n:]
 		}
 	}
+	if len(set) > 0 {
+		r.SetLabels = labels.New(set...)
+		if err := checkSetLabels(r.SetLabels); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// decodeSetLabel decodes one label of Request.SetLabels.
+func decodeSetLabel(m []byte) (name, value string, err error) {
+	for f := (fields{b: m}); ; {
+		num, typ, v, ok := f.next()
+		if !ok {
+			if f.err {
+				return "", "", errors.New("pushdown request: malformed label to set")
+			}
+			return name, value, nil
+		}
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			name = string(v)
+		case num == 2 && typ == protowire.BytesType:
+			value = string(v)
+		}
+	}
+}
+
+// checkSetLabels refuses labels to set that are not labels: an empty name
+// or value, or a name twice.
+func checkSetLabels(set labels.Labels) error {
+	var err error
+	prev := ""
+	set.Range(func(l labels.Label) {
+		switch {
+		case err != nil:
+		case l.Name == "" || l.Value == "":
+			err = fmt.Errorf("pushdown request: label to set %q=%q: a name and a value are needed", l.Name, l.Value)
+		case l.Name == prev:
+			err = fmt.Errorf("pushdown request: label to set %q twice", l.Name)
+		}
+		prev = l.Name
+	})
+	return err
 }
 
 // ServiceName and evalMethod name the service on the wire.
@@ -219,7 +294,10 @@ type Sender interface {
 	// separated by commas; n counts them as the engine counts samples
 	// against --query.max-samples. samples is only read during the call:
 	// the caller reuses it.
-	SendJSON(samples []byte, n int) error
+	//
+	// labelsSet says that Request.SetLabels are written into every
+	// sample.
+	SendJSON(samples []byte, n int, labelsSet bool) error
 }
 
 // SendFunc is a Sender of series and warnings only.
@@ -227,7 +305,7 @@ type SendFunc func(*querypb.QueryResponse) error
 
 func (f SendFunc) Send(r *querypb.QueryResponse) error { return f(r) }
 
-func (SendFunc) SendJSON([]byte, int) error {
+func (SendFunc) SendJSON([]byte, int, bool) error {
 	return errors.New("pushdown: this sender takes no JSON")
 }
 
@@ -235,8 +313,8 @@ type streamSender struct{ grpc.ServerStream }
 
 func (s streamSender) Send(r *querypb.QueryResponse) error { return s.SendMsg(r) }
 
-func (s streamSender) SendJSON(samples []byte, n int) error {
-	return s.SendMsg(&jsonSamples{json: samples, n: n})
+func (s streamSender) SendJSON(samples []byte, n int, labelsSet bool) error {
+	return s.SendMsg(&jsonSamples{json: samples, n: n, labelsSet: labelsSet})
 }
 
 // Fields of the message SendJSON sends, in the place of a
@@ -244,24 +322,35 @@ func (s streamSender) SendJSON(samples []byte, n int) error {
 const (
 	fieldJSONSamples protowire.Number = 1000 + iota
 	fieldJSONCount
+	fieldJSONLabelsSet // only when true: an older requester refuses it
 )
 
 // jsonSamples is the message of SendJSON.
 type jsonSamples struct {
-	json []byte
-	n    int
+	json      []byte
+	n         int
+	labelsSet bool
 }
 
 func (m *jsonSamples) appendTo(b []byte) []byte {
 	b = protowire.AppendTag(b, fieldJSONSamples, protowire.BytesType)
 	b = protowire.AppendBytes(b, m.json)
 	b = protowire.AppendTag(b, fieldJSONCount, protowire.VarintType)
-	return protowire.AppendVarint(b, uint64(m.n))
+	b = protowire.AppendVarint(b, uint64(m.n))
+	if m.labelsSet {
+		b = protowire.AppendTag(b, fieldJSONLabelsSet, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
+	return b
 }
 
 func (m *jsonSamples) Size() int {
-	return protowire.SizeTag(fieldJSONSamples) + protowire.SizeBytes(len(m.json)) +
+	size := protowire.SizeTag(fieldJSONSamples) + protowire.SizeBytes(len(m.json)) +
 		protowire.SizeTag(fieldJSONCount) + protowire.SizeVarint(uint64(m.n))
+	if m.labelsSet {
+		size += protowire.SizeTag(fieldJSONLabelsSet) + protowire.SizeVarint(1)
+	}
+	return size
 }
 
 func (m *jsonSamples) MarshalToSizedBuffer(buf []byte) (int, error) {
@@ -284,7 +373,7 @@ func (m *jsonSamples) Unmarshal(b []byte) error {
 	if r.JSON == nil {
 		return errors.New("pushdown JSON samples: none in the message")
 	}
-	m.json, m.n = r.JSON, r.Samples
+	m.json, m.n, m.labelsSet = r.JSON, r.Samples, r.LabelsSet
 	return nil
 }
 
