@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/util/jsonutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/panorama-obs/panorama/internal/labelsort"
 )
@@ -36,14 +38,9 @@ func AppendVectorJSON(dst []byte, v promql.Vector, ext labels.Labels) ([]byte, i
 			n++
 		}
 	}
-	if cap(dst)-len(dst) < 64*len(v) {
-		// A guess, to grow once: the first sample's size for every one.
-		one := 48
-		v[0].Metric.Range(func(l labels.Label) { one += len(l.Name) + len(l.Value) + 6 })
-		for _, l := range extList {
-			one += len(l.Name) + len(l.Value) + 6
-		}
-		dst = slices.Grow(dst, one*len(v)+one/2*len(v)/8)
+	if need := jsonSizeGuess(v, ext); cap(dst)-len(dst) < need {
+		// Grown once for v, and at least doubled for the next.
+		dst = slices.Grow(dst, max(need, cap(dst)))
 	}
 	stream := jsoniter.NewStream(jsoniter.ConfigCompatibleWithStandardLibrary, nil, 0)
 	stream.SetBuffer(dst)
@@ -74,6 +71,46 @@ func appendJSONString(b []byte, stream *jsoniter.Stream, str string) []byte {
 	b = append(b, '"')
 	b = append(b, str...)
 	return append(b, '"')
+}
+
+// jsonSizeGuess guesses the size of v's JSON with ext written in: the
+// first sample's labels for every one, and room for the value.
+func jsonSizeGuess(v promql.Vector, ext labels.Labels) int {
+	if len(v) == 0 {
+		return 0
+	}
+	one := 48
+	v[0].Metric.Range(func(l labels.Label) { one += len(l.Name) + len(l.Value) + 6 })
+	ext.Range(func(l labels.Label) { one += len(l.Name) + len(l.Value) + 6 })
+	return one * len(v) * 17 / 16
+}
+
+// sendVectorJSON sends v's samples as JSON with ext written in
+// (AppendVectorJSON) in messages of about jsonMessageBytes: batch after
+// batch encoded into one buffer, allocated once and copied by the codec
+// at each message.
+func sendVectorJSON(out Sender, v promql.Vector, ext labels.Labels, labelsSet bool) error {
+	// Room for a full message and a batch more, or for all of v.
+	buf := make([]byte, 0, min(jsonMessageBytes+jsonSizeGuess(v[:min(batchSize, len(v))], ext), jsonSizeGuess(v, ext)))
+	count := 0
+	for start := 0; start < len(v); start += batchSize {
+		if len(buf) > 0 {
+			buf = append(buf, ',')
+		}
+		var n int
+		var err error
+		if buf, n, err = AppendVectorJSON(buf, v[start:min(start+batchSize, len(v))], ext); err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		count += n
+		if len(buf) >= jsonMessageBytes || start+batchSize >= len(v) {
+			if err := out.SendJSON(buf, count, labelsSet); err != nil {
+				return err
+			}
+			buf, count = buf[:0], 0
+		}
+	}
+	return nil
 }
 
 // writeSampleJSON is Prometheus' marshalSampleJSON (web/api/v1) with the

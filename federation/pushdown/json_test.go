@@ -258,7 +258,8 @@ func FuzzVectorJSON(f *testing.F) {
 }
 
 // BenchmarkVectorJSON: a leaf's JSON answer to a raw selector, 1,600
-// series of six labels with the external label written in.
+// series of six labels with the external label written in (about 270 KB,
+// two messages), as Eval sends them.
 func BenchmarkVectorJSON(b *testing.B) {
 	v := make(promql.Vector, 1600)
 	for i := range v {
@@ -269,10 +270,14 @@ func BenchmarkVectorJSON(b *testing.B) {
 	ext := labels.FromStrings("cluster", "leaf-00")
 	b.ReportAllocs()
 	for b.Loop() {
-		for start := 0; start < len(v); start += batchSize {
-			if _, _, err := VectorJSON(v[start:min(start+batchSize, len(v))], ext); err != nil {
-				b.Fatal(err)
-			}
+		if err := sendVectorJSON(discardJSON{}, v, ext, false); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
+
+// discardJSON is a Sender that sends nowhere.
+type discardJSON struct{}
+
+func (discardJSON) Send(*querypb.QueryResponse) error { return nil }
+func (discardJSON) SendJSON([]byte, int, bool) error  { return nil }

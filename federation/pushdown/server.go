@@ -190,28 +190,7 @@ func (s *Server) Eval(ctx context.Context, req *Request, out Sender) error {
 			if err != nil {
 				return status.Error(codes.FailedPrecondition, err.Error())
 			}
-			// Batches of series into one buffer, sent (copied by the
-			// codec) each time it holds jsonMessageBytes.
-			var buf []byte
-			count := 0
-			for start := 0; start < len(v); start += batchSize {
-				if len(buf) > 0 {
-					buf = append(buf, ',')
-				}
-				var n int
-				var err error
-				if buf, n, err = AppendVectorJSON(buf, v[start:min(start+batchSize, len(v))], extra); err != nil {
-					return status.Error(codes.Internal, err.Error())
-				}
-				count += n
-				if len(buf) >= jsonMessageBytes || start+batchSize >= len(v) {
-					if err := out.SendJSON(buf, count, !req.SetLabels.IsEmpty()); err != nil {
-						return err
-					}
-					buf, count = buf[:0], 0
-				}
-			}
-			return nil
+			return sendVectorJSON(out, v, extra, !req.SetLabels.IsEmpty())
 		}
 		// A batch's series and float samples are each one array: a raw
 		// selector's answer is thousands of one-sample series.
