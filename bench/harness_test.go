@@ -65,9 +65,8 @@ func benchDir(b *testing.B, name string) string {
 	return dir
 }
 
-// buildPanorama builds ./cmd/panorama once per run, with the Makefile's
-// GOFLAGS unless the environment already selects the slicelabels tag, or
-// uses $PANORAMA_BENCH_BINARY when set.
+// buildPanorama builds ./cmd/panorama once per run as the Makefile does
+// (testenv.BuildPanorama), or uses $PANORAMA_BENCH_BINARY when set.
 func buildPanorama(b *testing.B) string {
 	b.Helper()
 	buildOnce.Do(func() {
@@ -76,27 +75,8 @@ func buildPanorama(b *testing.B) string {
 			_, buildErr = os.Stat(p)
 			return
 		}
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		panorama = filepath.Join(workDir, "panorama")
-		cmd := exec.Command("go", "build", "-o", panorama, "./cmd/panorama")
-		cmd.Dir = root
-		env := os.Environ()
-		if !strings.Contains(os.Getenv("GOFLAGS"), "slicelabels") {
-			env = append(env, "GOFLAGS=-buildvcs=false -tags=slicelabels")
-		}
-		if os.Getenv("GOTOOLCHAIN") == "" {
-			env = append(env, "GOTOOLCHAIN=auto")
-		}
-		// The static binary `make build` ships: no cgo, internal linking,
-		// as Prometheus' and Thanos' releases are built.
-		cmd.Env = append(env, "CGO_ENABLED=0")
 		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/panorama: %v\n%s", err, out)
+		if panorama, buildErr = testenv.BuildPanorama(workDir); buildErr != nil {
 			return
 		}
 		fmt.Printf("bench: built %s in %s\n", panorama, time.Since(start).Round(time.Second))

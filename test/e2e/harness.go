@@ -32,10 +32,6 @@ import (
 	"github.com/panorama-obs/panorama/internal/testenv"
 )
 
-// GoFlags are the flags every build of this module uses (see
-// /work/shared/DEPENDENCIES.md: Thanos needs the slicelabels layout).
-const GoFlags = "-buildvcs=false -tags=slicelabels"
-
 // Paths of the peer binaries, relative to the repository root when not
 // absolute.
 const (
@@ -48,25 +44,6 @@ const (
 
 var panoramaBin string
 
-// BuildPanorama builds ./cmd/panorama into dir with the module's build
-// flags and returns the binary's path. TestMain calls it once.
-func BuildPanorama(dir string) (string, error) {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "panorama")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/panorama")
-	cmd.Dir = root
-	// CGO_ENABLED=0: the static binary `make build` ships.
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=auto", "GOFLAGS="+GoFlags, "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build ./cmd/panorama: %v\n%s", err, out)
-	}
-	return bin, nil
-}
-
 // SetPanoramaBinary records the binary TestMain built.
 func SetPanoramaBinary(path string) { panoramaBin = path }
 
@@ -74,7 +51,7 @@ func SetPanoramaBinary(path string) { panoramaBin = path }
 func PanoramaBinary(t testing.TB) string {
 	t.Helper()
 	if panoramaBin == "" {
-		t.Fatal("panorama binary not built: TestMain must call BuildPanorama and SetPanoramaBinary")
+		t.Fatal("panorama binary not built: TestMain must call testenv.BuildPanorama and SetPanoramaBinary")
 	}
 	return panoramaBin
 }

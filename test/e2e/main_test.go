@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"testing"
+
+	"github.com/panorama-obs/panorama/internal/testenv"
 )
 
 // TestMain builds the panorama binary once for every test of the package.
@@ -13,7 +15,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin, err := BuildPanorama(dir)
+	bin, err := testenv.BuildPanorama(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
