@@ -58,28 +58,6 @@ func setLabelsFrom(ctx context.Context) labels.Labels {
 	return set
 }
 
-// jsonSetLabels are the labels the leaves write into the JSON of each
-// sample for an encoded answer: those set above and the federator's own,
-// which it attaches to every series. Not ok when a name is in both: which
-// value wins is then the federators' to decide, one after the other.
-func jsonSetLabels(above, own labels.Labels) (labels.Labels, bool) {
-	switch {
-	case above.IsEmpty():
-		return own, true
-	case own.IsEmpty():
-		return above, true
-	}
-	b := labels.NewBuilder(above)
-	ok := true
-	own.Range(func(l labels.Label) {
-		if above.Has(l.Name) {
-			ok = false
-		}
-		b.Set(l.Name, l.Value)
-	})
-	return b.Labels(), ok
-}
-
 // encodedVector is an instant vector already encoded as the JSON of
 // Prometheus' query API: each part holds the comma-separated JSON of
 // samples, as Prometheus encodes one promql.Sample; samples counts them as

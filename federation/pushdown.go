@@ -527,10 +527,12 @@ func (p *pushdownQuery) push(ctx context.Context) (*promql.Result, error) {
 	// parent's push-down request, withEncodedRelay) only encodes it: the
 	// leaves answer in JSON with the labels set above and the federator's
 	// own written in, and a leaf that answers with series has them encoded
-	// as they come (encoded.go).
-	set, setOK := jsonSetLabels(setLabelsFrom(ctx), own)
+	// as they come (encoded.go). Not when a name is both set above and
+	// the federator's own: which value wins is then the federators' to
+	// decide, one after the other.
+	set, shared := pushdown.DisjointUnion(setLabelsFrom(ctx), own)
 	encode := p.step == 0 && len(nodes) == 1 && pulled == 0 && nodes[0].agg == nil &&
-		pushdown.Unparen(p.expr) == nodes[0].expr && setOK && encodedResultAccepted(ctx)
+		pushdown.Unparen(p.expr) == nodes[0].expr && shared == "" && encodedResultAccepted(ctx)
 	if _, err := p.e.limit.Insert(ctx, p.pull.String()); err != nil {
 		return nil, err
 	}

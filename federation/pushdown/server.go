@@ -245,12 +245,11 @@ func jsonLabels(v promql.Vector, ext, set labels.Labels) (labels.Labels, error) 
 	if set.IsEmpty() {
 		return ext, nil
 	}
+	extra, shared := DisjointUnion(ext, set)
+	if shared != "" {
+		return labels.EmptyLabels(), fmt.Errorf("the label %q to set is an external label of this leaf", shared)
+	}
 	var err error
-	set.Range(func(l labels.Label) {
-		if err == nil && ext.Has(l.Name) {
-			err = fmt.Errorf("the label %q to set is an external label of this leaf", l.Name)
-		}
-	})
 	for i := 0; i < len(v) && err == nil; i++ {
 		set.Range(func(l labels.Label) {
 			if err == nil && v[i].Metric.Has(l.Name) {
@@ -261,9 +260,26 @@ func jsonLabels(v promql.Vector, ext, set labels.Labels) (labels.Labels, error) 
 	if err != nil {
 		return labels.EmptyLabels(), err
 	}
-	b := labels.NewBuilder(ext)
-	set.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
-	return b.Labels(), nil
+	return extra, nil
+}
+
+// DisjointUnion is a and b together, and the first name they share, if
+// any (the union then has b's value for it).
+func DisjointUnion(a, b labels.Labels) (union labels.Labels, shared string) {
+	switch {
+	case a.IsEmpty():
+		return b, ""
+	case b.IsEmpty():
+		return a, ""
+	}
+	u := labels.NewBuilder(a)
+	b.Range(func(l labels.Label) {
+		if shared == "" && a.Has(l.Name) {
+			shared = l.Name
+		}
+		u.Set(l.Name, l.Value)
+	})
+	return u.Labels(), shared
 }
 
 // newQuery is req's instant or range query of query over q.
